@@ -1,0 +1,1 @@
+"""Temporal activities: the delivery workflow's side effects."""

@@ -1,0 +1,1 @@
+"""The HTTP API: webhook ingest, publish, SSE stream, ACK, events, push tokens."""

@@ -1,0 +1,87 @@
+"""Who is calling: the app (a JWT whose ``sub`` is the user id), a backend
+(an API key) or an operator (an operator key)."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, HTTPException, Request, status
+
+from cortex.settings import Settings
+
+JWT_ALGORITHM = "HS256"
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def current_user(
+    request: Request, settings: Annotated[Settings, Depends(settings_of)]
+) -> str:
+    token = _bearer(request)
+    if token is None:
+        raise _unauthorized("missing bearer token")
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["sub", "exp"]},
+        )
+    except jwt.PyJWTError:
+        raise _unauthorized("invalid or expired token") from None
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not 0 < len(subject) <= 200:
+        raise _unauthorized("token subject is not a user id")
+    return subject
+
+
+def _key_matches(offered: str | None, keys: list[str]) -> bool:
+    return offered is not None and any(
+        hmac.compare_digest(offered.encode(), key.encode()) for key in keys
+    )
+
+
+def require_api_key(
+    request: Request, settings: Annotated[Settings, Depends(settings_of)]
+) -> None:
+    offered = request.headers.get("x-api-key") or _bearer(request)
+    if not _key_matches(offered, settings.api_keys):
+        raise _unauthorized("missing or unknown API key")
+
+
+def require_operator(
+    request: Request, settings: Annotated[Settings, Depends(settings_of)]
+) -> None:
+    offered = request.headers.get("x-operator-key") or _bearer(request)
+    if not _key_matches(offered, settings.operator_keys):
+        raise _unauthorized("missing or unknown operator key")
+
+
+def issue_token(settings: Settings, user_id: str, ttl_seconds: int = 24 * 3600) -> str:
+    now = int(time.time())
+    return jwt.encode(
+        {"sub": user_id, "iat": now, "exp": now + ttl_seconds},
+        settings.jwt_secret,
+        algorithm=JWT_ALGORITHM,
+    )
+
+
+CurrentUser = Annotated[str, Depends(current_user)]
+AppSettings = Annotated[Settings, Depends(settings_of)]

@@ -1,0 +1,113 @@
+"""``GET /v3/realtime/stream``: the user's events over Server-Sent Events.
+
+Frame order on a connect: ``connected`` (with a ``retry:`` hint), then the
+replay of unacked events after ``Last-Event-ID`` (or ``resync`` when the
+server cannot vouch for the gap), then live events, each at most once per
+stream. Heartbeats are SSE comments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.auth import AppSettings, CurrentUser
+from api.stream_hub import StreamHub
+from cortex import events
+from cortex.db import session_for
+from cortex.models import Event
+from cortex.settings import Settings
+
+router = APIRouter()
+
+RETRY_MILLISECONDS = 3000
+STREAM_HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",  # nginx: pass each frame on at once
+}
+
+
+def event_frame(app_event: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(
+        data=json.dumps(app_event, separators=(",", ":")),
+        event=app_event["type"],
+        id=app_event["id"],
+    )
+
+
+@router.get("/v3/realtime/stream")
+async def stream(
+    request: Request,
+    user: CurrentUser,
+    settings: AppSettings,
+    last_event_id_header: Annotated[str | None, Header(alias="last-event-id")] = None,
+    last_event_id_query: Annotated[str | None, Query(alias="lastEventId", max_length=40)] = None,
+) -> EventSourceResponse:
+    hub: StreamHub = request.app.state.hub
+    resume_from = last_event_id_header or last_event_id_query
+    return EventSourceResponse(
+        _frames(hub, user, settings, resume_from),
+        headers=STREAM_HEADERS,
+        ping=settings.heartbeat_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
+        send_timeout=settings.stream_send_timeout_seconds,
+    )
+
+
+async def _frames(
+    hub: StreamHub, user_id: str, settings: Settings, resume_from: str | None
+) -> AsyncIterator[ServerSentEvent]:
+    stream = await hub.open(user_id)
+    try:
+        yield ServerSentEvent(
+            data=json.dumps(
+                {"connectionId": stream.id, "heartbeatSeconds": settings.heartbeat_seconds}
+            ),
+            event="connected",
+            retry=RETRY_MILLISECONDS,
+        )
+        replay, resync_reason = await asyncio.to_thread(
+            _replay, settings, stream.user_id, resume_from
+        )
+        if resync_reason is not None:
+            yield ServerSentEvent(data=json.dumps({"reason": resync_reason}), event="resync")
+        for event in replay:
+            app_event = event.to_app()
+            if stream.should_send(app_event["id"]):
+                yield event_frame(app_event)
+                stream.mark_sent(app_event["id"])
+        while True:
+            offer = await stream.queue.get()
+            event_id = offer.app_event["id"]
+            if stream.should_send(event_id):
+                yield event_frame(offer.app_event)
+            stream.mark_sent(event_id)
+    finally:
+        await hub.close(stream)
+
+
+def _replay(
+    settings: Settings, user_id: str, resume_from: str | None
+) -> tuple[list[Event], str | None]:
+    """The unacked events to send before going live, and why a resync is due."""
+    limit = settings.stream_replay_limit
+    with session_for(settings.database_url) as session:
+        after_id: int | None = None
+        reason: str | None = None
+        if resume_from:
+            if not resume_from.isdigit() or len(resume_from) > 18:
+                reason = "unknown-last-event-id"
+            elif events.event_of_user(session, user_id, int(resume_from)) is None:
+                reason = "unknown-last-event-id"
+            else:
+                after_id = int(resume_from)
+        replay = events.unacked_after(session, user_id, after_id, limit + 1)
+    if len(replay) > limit:
+        # Too much to replay: send the newest part and let the app re-fetch.
+        return replay[-limit:], "too-many-unacked"
+    return replay, reason

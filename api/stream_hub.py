@@ -1,0 +1,186 @@
+"""The stream hub: the open SSE streams of this API process, and the registry
+that tells every delivery workflow which processes hold a user's streams.
+
+Each API process polls its own Temporal task queue. A delivery workflow looks
+the user up in the registry table and runs ``deliver_to_streams`` on the task
+queue of every process that holds one of the user's streams; that activity
+reports how many streams really wrote the event to their socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import col, delete
+from temporalio import activity
+
+from cortex.db import session_for
+from cortex.models import StreamConnection, StreamHolder, utcnow
+from cortex.shared import StreamDeliveryInput, StreamDeliveryResult
+
+logger = logging.getLogger(__name__)
+
+# Ids remembered per stream to drop a second copy of an event (a replayed event
+# that also arrives live, or a retried delivery activity).
+SENT_IDS_REMEMBERED = 10_000
+
+
+@dataclass
+class Offer:
+    app_event: dict[str, Any]
+    written: asyncio.Future[bool]
+
+
+@dataclass
+class Stream:
+    """One open SSE connection."""
+
+    id: str
+    user_id: str
+    queue: asyncio.Queue[Offer] = field(default_factory=asyncio.Queue)
+    _sent: set[str] = field(default_factory=set)
+    _sent_order: deque[str] = field(default_factory=deque)
+    _pending: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
+    closed: bool = False
+
+    def offer(self, app_event: dict[str, Any]) -> asyncio.Future[bool]:
+        """Queue an event; the future says whether it reached the socket."""
+        event_id = app_event["id"]
+        loop = asyncio.get_running_loop()
+        if event_id in self._sent:
+            done: asyncio.Future[bool] = loop.create_future()
+            done.set_result(True)
+            return done
+        if self.closed:
+            gone: asyncio.Future[bool] = loop.create_future()
+            gone.set_result(False)
+            return gone
+        if event_id in self._pending:
+            return self._pending[event_id]
+        written: asyncio.Future[bool] = loop.create_future()
+        self._pending[event_id] = written
+        self.queue.put_nowait(Offer(app_event, written))
+        return written
+
+    def should_send(self, event_id: str) -> bool:
+        return event_id not in self._sent
+
+    def mark_sent(self, event_id: str) -> None:
+        self._sent.add(event_id)
+        self._sent_order.append(event_id)
+        if len(self._sent_order) > SENT_IDS_REMEMBERED:
+            self._sent.discard(self._sent_order.popleft())
+        pending = self._pending.pop(event_id, None)
+        if pending is not None and not pending.done():
+            pending.set_result(True)
+
+    def close(self) -> None:
+        self.closed = True
+        for future in self._pending.values():
+            if not future.done():
+                future.set_result(False)
+        self._pending.clear()
+
+
+class StreamHub:
+    def __init__(
+        self, database_url: str, *, heartbeat_seconds: float, send_timeout_seconds: float
+    ) -> None:
+        self.task_queue = f"cortex-streams-{uuid.uuid4().hex[:12]}"
+        self._database_url = database_url
+        self._heartbeat = heartbeat_seconds
+        self._send_timeout = send_timeout_seconds
+        self._streams: dict[str, dict[str, Stream]] = {}
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(s) for s in self._streams.values())
+
+    def streams_of(self, user_id: str) -> int:
+        return len(self._streams.get(user_id, {}))
+
+    async def open(self, user_id: str) -> Stream:
+        """Register a stream. Registration is committed before the caller reads
+        the replay, so an event stored after the replay query finds this stream
+        in the registry: nothing falls between replay and live."""
+        stream = Stream(id=uuid.uuid4().hex, user_id=user_id)
+        self._streams.setdefault(user_id, {})[stream.id] = stream
+        await asyncio.to_thread(self._register, stream)
+        logger.debug("stream %s opened for user %s", stream.id, user_id)
+        return stream
+
+    async def close(self, stream: Stream) -> None:
+        stream.close()
+        user_streams = self._streams.get(stream.user_id, {})
+        user_streams.pop(stream.id, None)
+        if not user_streams:
+            self._streams.pop(stream.user_id, None)
+        await asyncio.to_thread(self._unregister, stream.id)
+        logger.debug("stream %s closed", stream.id)
+
+    async def deliver(self, user_id: str, app_event: dict[str, Any]) -> int:
+        """Write the event to every local stream of the user; count the writes."""
+        streams = list(self._streams.get(user_id, {}).values())
+        if not streams:
+            return 0
+        futures = [s.offer(app_event) for s in streams]
+        await asyncio.wait(futures, timeout=self._send_timeout)
+        return sum(1 for f in futures if f.done() and f.result())
+
+    @activity.defn(name="deliver_to_streams")
+    async def deliver_to_streams(self, request: StreamDeliveryInput) -> StreamDeliveryResult:
+        return StreamDeliveryResult(await self.deliver(request.user_id, request.app_event))
+
+    async def keep_registered(self) -> None:
+        """Refresh this process's registry row; rows of dead processes are swept."""
+        while True:
+            try:
+                await asyncio.to_thread(self._refresh)
+            except Exception:
+                logger.exception("could not refresh the stream registry")
+            await asyncio.sleep(self._heartbeat)
+
+    async def unregister_process(self) -> None:
+        await asyncio.to_thread(self._forget_process)
+
+    def _register(self, stream: Stream) -> None:
+        with session_for(self._database_url) as session:
+            session.merge(StreamHolder(task_queue=self.task_queue, last_seen_at=utcnow()))
+            session.add(
+                StreamConnection(id=stream.id, user_id=stream.user_id, task_queue=self.task_queue)
+            )
+            session.commit()
+
+    def _unregister(self, stream_id: str) -> None:
+        with session_for(self._database_url) as session:
+            session.exec(delete(StreamConnection).where(col(StreamConnection.id) == stream_id))  # type: ignore[call-overload]
+            session.commit()
+
+    def _refresh(self) -> None:
+        stale_before = utcnow() - timedelta(seconds=10 * self._heartbeat)
+        with session_for(self._database_url) as session:
+            session.merge(StreamHolder(task_queue=self.task_queue, last_seen_at=utcnow()))
+            stale = session.exec(
+                StreamHolder.__table__.select().where(  # type: ignore[attr-defined]
+                    col(StreamHolder.last_seen_at) < stale_before
+                )
+            ).all()
+            for row in stale:
+                self._delete_holder(session, row.task_queue)
+            session.commit()
+
+    def _forget_process(self) -> None:
+        with session_for(self._database_url) as session:
+            self._delete_holder(session, self.task_queue)
+            session.commit()
+
+    @staticmethod
+    def _delete_holder(session: Any, task_queue: str) -> None:
+        session.exec(delete(StreamConnection).where(col(StreamConnection.task_queue) == task_queue))
+        session.exec(delete(StreamHolder).where(col(StreamHolder.task_queue) == task_queue))

@@ -1,0 +1,1 @@
+"""Cortex Realtime: shared pieces of the API, the worker and the CLI."""

@@ -1,0 +1,81 @@
+"""Configuration: every knob is a ``CORTEX_*`` environment variable.
+
+The defaults run the embedded stack on one machine. Secrets default to values
+that are public (they are in this file); ``CORTEX_ENVIRONMENT=production``
+refuses to start with any of them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"
+DEV_API_KEY = "dev-only-api-key"
+DEV_COMPOSIO_SECRET = "whsec_ZGV2LW9ubHktY29tcG9zaW8tc2VjcmV0"
+DEV_OPERATOR_KEY = "dev-only-operator-key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORTEX_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+
+    database_url: str = "sqlite:///./var/cortex.db"
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "cortex-delivery"
+
+    ack_timeout_seconds: float = Field(300, gt=0)
+    heartbeat_seconds: float = Field(15, gt=0)
+    # How long one write to a stream may block before the client counts as gone.
+    stream_send_timeout_seconds: float = Field(5, gt=0)
+    # Newest unacked events replayed on a connect; more than that asks for a resync.
+    stream_replay_limit: int = Field(500, gt=0)
+
+    jwt_secret: str = DEV_JWT_SECRET
+    api_keys: Annotated[list[str], NoDecode] = [DEV_API_KEY]
+    operator_keys: Annotated[list[str], NoDecode] = [DEV_OPERATOR_KEY]
+    composio_webhook_secret: str = DEV_COMPOSIO_SECRET
+    webhook_tolerance_seconds: int = 300
+    max_body_bytes: int = Field(256 * 1024, gt=0)
+
+    expo_base_url: str = "https://exp.host"
+    expo_access_token: str | None = None
+    receipt_delay_seconds: float = Field(15 * 60, ge=0)
+
+    @field_validator("api_keys", "operator_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        dev_values = {
+            "CORTEX_JWT_SECRET": self.jwt_secret == DEV_JWT_SECRET,
+            "CORTEX_API_KEYS": DEV_API_KEY in self.api_keys,
+            "CORTEX_OPERATOR_KEYS": DEV_OPERATOR_KEY in self.operator_keys,
+            "CORTEX_COMPOSIO_WEBHOOK_SECRET": (
+                self.composio_webhook_secret == DEV_COMPOSIO_SECRET
+            ),
+        }
+        offending = [name for name, is_dev in dev_values.items() if is_dev]
+        if offending:
+            raise ValueError(
+                "production mode refuses dev-only secrets: " + ", ".join(offending)
+            )
+        if len(self.jwt_secret) < 32:
+            raise ValueError("CORTEX_JWT_SECRET must be at least 32 characters")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
