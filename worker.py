@@ -18,7 +18,7 @@ from activities.expo_client import ExpoClient
 from activities.push import PushActivities
 from cortex.db import engine_for
 from cortex.settings import Settings, get_settings
-from cortex.temporal import connect
+from cortex.temporal import connect, ensure_search_attributes
 from workflows.delivery import DeliveryWorkflow
 from workflows.receipts import PushReceiptsWorkflow
 
@@ -56,6 +56,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     client = await connect(settings)
+    await ensure_search_attributes(client, settings.temporal_namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
