@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -88,7 +89,11 @@ async def _frames(
                 yield event_frame(offer.app_event)
             stream.mark_sent(event_id)
     finally:
-        await hub.close(stream)
+        # The response's task group is being cancelled (the client left or the
+        # server stops); shield the unregistering, or the registry would keep
+        # listing a stream that no longer exists.
+        with anyio.CancelScope(shield=True):
+            await hub.close(stream)
 
 
 def _replay(
