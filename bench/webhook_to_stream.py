@@ -38,7 +38,7 @@ def measure(api: str, count: int) -> list[float]:
                 for frame in source.iter_sse():
                     if frame.event == "connected":
                         connected.set()
-                    elif frame.id:
+                    elif frame.id and frame.data:
                         arrived[json.loads(frame.data)["data"]["messageId"]] = time.perf_counter()
 
     threading.Thread(target=read, daemon=True).start()

@@ -226,6 +226,8 @@ def _listen(args: argparse.Namespace) -> int:
             with connect_sse(client, "GET", f"{args.api}/v3/realtime/stream", headers=headers) as source:
                 source.response.raise_for_status()
                 for frame in source.iter_sse():
+                    if not frame.data:
+                        continue  # a heartbeat, which httpx-sse reports as an event
                     print(f"{frame.event} id={frame.id or '-'} {frame.data}", flush=True)
                     if frame.id and not args.no_ack:
                         client.post(

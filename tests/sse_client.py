@@ -56,6 +56,11 @@ class StreamReader:
                     self._arrived.set()
                     return
                 async for sse in source.aiter_sse():
+                    if not sse.data:
+                        # httpx-sse dispatches a comment-only block (our
+                        # heartbeat) once an id was seen, repeating that id;
+                        # the WHATWG parser dispatches nothing without data.
+                        continue
                     self.frames.append(Frame(sse.event, sse.id, sse.data, time.perf_counter()))
                     self._arrived.set()
 
