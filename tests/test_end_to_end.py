@@ -331,3 +331,16 @@ def test_temporal_unreachable_means_503_and_nothing_stored(stack: Stack) -> None
     # Composio retries; once Temporal is back (here: the healthy API), it lands.
     retried = httpx.post(f"{stack.url}/proactive/webhook", headers=headers, content=body)
     assert retried.status_code == 202
+
+
+async def test_webhook_on_one_api_process_reaches_a_stream_held_by_another(stack: Stack) -> None:
+    other = stack.start_api()
+    stack.wait_ready(other)
+    user = new_user()
+    async with StreamReader(f"{other}/v3/realtime/stream", stack.auth(user)) as far:
+        async with StreamReader(stream_url(stack), stack.auth(user)) as near:
+            response = await asyncio.to_thread(post_webhook, stack, gmail_webhook(user))
+            assert response.status_code == 202
+            frames = [await s.wait_for(lambda f: bool(f.id)) for s in (far, near)]
+    assert frames[0].id == frames[1].id
+    await wait_until(lambda: db_event(stack, frames[0].id).status == "live", timeout=5)
