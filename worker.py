@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from activities.events import EventActivities
 from activities.expo_client import ExpoClient
 from activities.push import PushActivities
+from activities.push_rate import PushRateLimiter
 from cortex.db import engine_for
 from cortex.settings import Settings, get_settings
 from cortex.temporal import connect, ensure_search_attributes
@@ -34,7 +35,13 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     events = EventActivities(settings.database_url, holder_ttl_seconds=3 * settings.heartbeat_seconds)
     push = PushActivities(
         settings.database_url,
-        ExpoClient(settings.expo_base_url, settings.expo_access_token),
+        ExpoClient(
+            settings.expo_base_url,
+            settings.expo_access_token,
+            timeout=settings.expo_timeout_seconds,
+        ),
+        PushRateLimiter(settings.database_url, settings.expo_max_per_second),
+        settings.push_urgency,
     )
     return Worker(
         client,

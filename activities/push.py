@@ -22,32 +22,34 @@ from activities.expo_client import (
     ExpoError,
     Ticket,
 )
+from activities.push_rate import PushRateLimiter
 from cortex.db import session_for
 from cortex.models import Event, PushDelivery, PushToken, utcnow
+from cortex.settings import DEFAULT_PUSH_URGENCY, PushOptions
 from cortex.shared import PushInput, PushResult, ReceiptsInput, ReceiptsResult
 
-# How urgency maps to Expo's delivery options.
-URGENCY_OPTIONS: dict[str, dict[str, Any]] = {
-    "low": {"priority": "normal", "channelId": "low", "sound": None, "ttl": 24 * 3600},
-    "normal": {"priority": "default", "channelId": "events", "sound": "default", "ttl": 3600},
-    "high": {"priority": "high", "channelId": "important", "sound": "default", "ttl": 3600},
-    "critical": {"priority": "high", "channelId": "critical", "sound": "default", "ttl": 600},
-}
-
-SETTLED_OR_UNKNOWN = ("sending", "ok", "error")
+# Rows that block another send to the same token for the same event. A row
+# still "sending" when a new attempt starts is one whose attempt died mid-request:
+# Expo may have accepted it, so it is marked "unknown" and never sent again.
+TRIED = ("sending", "unknown", "ok", "error")
 RETRYABLE_ERROR_TYPE = "ExpoUnavailable"
 PERMANENT_ERROR_TYPE = "ExpoRequestRejected"
 
 
-def build_message(event: Event, token: str) -> dict[str, Any]:
-    options = URGENCY_OPTIONS.get(event.urgency, URGENCY_OPTIONS["normal"])
+def build_message(event: Event, token: str, urgency: dict[str, PushOptions]) -> dict[str, Any]:
+    options = urgency.get(event.urgency, urgency["normal"])
     message: dict[str, Any] = {
         "to": token,
         "title": event.title,
         "body": event.body,
+        # The event id lets the app drop a push for an event it already has.
         "data": {"eventId": str(event.id), "type": event.type, "urgency": event.urgency},
-        **{k: v for k, v in options.items() if v is not None},
+        "priority": options.priority,
+        "channelId": options.channel_id,
+        "ttl": options.ttl,
     }
+    if options.sound:
+        message["sound"] = options.sound
     return _fit_payload(message)
 
 
@@ -69,9 +71,17 @@ def _size(message: dict[str, Any]) -> int:
 
 
 class PushActivities:
-    def __init__(self, database_url: str, expo: ExpoClient) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        expo: ExpoClient,
+        limiter: PushRateLimiter,
+        urgency: dict[str, PushOptions] = DEFAULT_PUSH_URGENCY,
+    ) -> None:
         self._database_url = database_url
         self._expo = expo
+        self._limiter = limiter
+        self._urgency = urgency
 
     @activity.defn
     def send_push(self, request: PushInput) -> PushResult:
@@ -86,6 +96,8 @@ class PushActivities:
             pending = self._claim_tokens(session, event)
             for start in range(0, len(pending), MAX_MESSAGES_PER_REQUEST):
                 chunk = pending[start : start + MAX_MESSAGES_PER_REQUEST]
+                activity.heartbeat(start)
+                self._limiter.acquire(len(chunk), on_wait=activity.heartbeat)
                 self._send_chunk(session, event, chunk)
             return self._summary(session, event)
 
@@ -106,7 +118,14 @@ class PushActivities:
         pending = []
         for token in tokens:
             row = rows.get(token)
-            if row is not None and row.status in SETTLED_OR_UNKNOWN:
+            if row is not None and row.status == "sending":
+                row.status, row.updated_at = "unknown", utcnow()
+                session.add(row)
+                activity.logger.warning(
+                    "event %s: an earlier attempt died while pushing; not sending again",
+                    event.id,
+                )
+            if row is not None and row.status in TRIED:
                 continue
             if row is None:
                 row = PushDelivery(event_id=event.id, user_id=event.user_id, token=token, status="sending")  # type: ignore[arg-type]
@@ -117,13 +136,15 @@ class PushActivities:
         return pending
 
     def _send_chunk(self, session: Session, event: Event, tokens: list[str]) -> None:
-        messages = [build_message(event, token) for token in tokens]
+        messages = [build_message(event, token, self._urgency) for token in tokens]
         try:
             tickets = self._expo.send(messages)
         except ExpoError as error:
             # The whole request failed, so Expo took none of it: free the
             # tokens for the next attempt.
             self._settle_failed(session, event, tokens, error)
+            log = activity.logger.warning if error.retryable else activity.logger.error
+            log("event %s: Expo refused the request: %s", event.id, error)
             raise ApplicationError(
                 str(error),
                 type=RETRYABLE_ERROR_TYPE if error.retryable else PERMANENT_ERROR_TYPE,
@@ -176,6 +197,7 @@ class PushActivities:
             errors=sum(r.status == "error" for r in rows),
             ticket_ids=[r.ticket_id for r in ok if r.ticket_id],
             no_tokens=not rows,
+            unknown=sum(r.status == "unknown" for r in rows),
         )
 
     @activity.defn

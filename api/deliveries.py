@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from fastapi import HTTPException, Request
 from temporalio.client import Client
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from cortex.models import utcnow

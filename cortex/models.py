@@ -160,3 +160,12 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.isoformat().replace("+00:00", "Z")
+
+
+class PushRateWindow(SQLModel, table=True):
+    """Notifications handed to Expo in one wall-clock second, by all workers."""
+
+    __tablename__ = "push_rate_windows"
+
+    second: int = Field(primary_key=True)
+    sent: int = 0

@@ -10,13 +10,31 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"
 DEV_API_KEY = "dev-only-api-key"
 DEV_COMPOSIO_SECRET = "whsec_ZGV2LW9ubHktY29tcG9zaW8tc2VjcmV0"
 DEV_OPERATOR_KEY = "dev-only-operator-key"
+
+
+class PushOptions(BaseModel):
+    """How one urgency level is pushed through Expo."""
+
+    priority: Literal["default", "normal", "high"]
+    channel_id: str
+    sound: str | None
+    ttl: int = Field(ge=0)
+
+
+# urgency -> Expo delivery options; override with CORTEX_PUSH_URGENCY (JSON).
+DEFAULT_PUSH_URGENCY = {
+    "low": PushOptions(priority="normal", channel_id="low", sound=None, ttl=24 * 3600),
+    "normal": PushOptions(priority="default", channel_id="events", sound="default", ttl=3600),
+    "high": PushOptions(priority="high", channel_id="important", sound="default", ttl=3600),
+    "critical": PushOptions(priority="high", channel_id="critical", sound="default", ttl=600),
+}
 
 
 class Settings(BaseSettings):
@@ -45,7 +63,19 @@ class Settings(BaseSettings):
 
     expo_base_url: str = "https://exp.host"
     expo_access_token: str | None = None
+    expo_timeout_seconds: float = Field(10, gt=0)
+    # Expo refuses more than 600 notifications/s per project; all workers share it.
+    expo_max_per_second: int = Field(600, gt=0)
     receipt_delay_seconds: float = Field(15 * 60, ge=0)
+    push_urgency: dict[str, PushOptions] = DEFAULT_PUSH_URGENCY
+
+    @field_validator("push_urgency")
+    @classmethod
+    def _every_urgency_mapped(cls, value: dict[str, PushOptions]) -> dict[str, PushOptions]:
+        missing = set(DEFAULT_PUSH_URGENCY) - set(value)
+        if missing:
+            raise ValueError(f"push_urgency lacks {', '.join(sorted(missing))}")
+        return value
 
     @field_validator("api_keys", "operator_keys", mode="before")
     @classmethod

@@ -120,6 +120,8 @@ class PushResult:
     errors: int
     ticket_ids: list[str]
     no_tokens: bool
+    # Sends whose outcome a crash hid: possibly delivered, never repeated.
+    unknown: int = 0
 
 
 @dataclass

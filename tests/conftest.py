@@ -237,3 +237,6 @@ def gmail_webhook(user_id: str = "user-0001", webhook_id: str | None = None) -> 
 
 def temporal_client(dev_server: WorkflowEnvironment) -> Client:
     return dev_server.client
+
+
+from tests.harness import expo, harness, skipping_env  # noqa: E402,F401  (fixtures)

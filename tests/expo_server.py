@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ class Scripted:
     status: int = 200
     body: bytes | None = None  # raw body; None means "normal tickets"
     drop_connection: bool = False
+    # Accept the messages, then wait this long before answering (a worker can
+    # be killed in between).
+    delay_after_accept: float = 0
 
 
 @dataclass
@@ -73,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         if scripted.body is not None or scripted.status != 200:
-            self._reply_raw(scripted.status, scripted.body or b"{}", scripted.body)
+            self._reply_raw(scripted.status, scripted.body or b"{}")
             return
         if len(messages) > 100:
             too_many = json.loads((FIXTURES / "expo" / "send_too_many.json").read_text())
@@ -95,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
                 state.tickets[ticket_id] = message["to"]
                 state.sent.append(message)
                 tickets.append({"status": "ok", "id": ticket_id})
+        if scripted.delay_after_accept:
+            time.sleep(scripted.delay_after_accept)
         self._reply(200, {"data": tickets})
 
     def _receipts(self, payload: dict[str, Any]) -> None:
@@ -117,9 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {"data": receipts})
 
     def _reply(self, status: int, body: Any) -> None:
-        self._reply_raw(status, json.dumps(body).encode(), None)
+        self._reply_raw(status, json.dumps(body).encode())
 
-    def _reply_raw(self, status: int, body: bytes, _: Any) -> None:
+    def _reply_raw(self, status: int, body: bytes) -> None:
         self.send_response(status)
         is_json = body.lstrip().startswith((b"{", b"["))
         self.send_header("content-type", "application/json" if is_json else "text/html")
@@ -147,3 +153,9 @@ class ExpoServer:
     def __exit__(self, *_: Any) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def fixture_reply(name: str) -> Scripted:
+    """A scripted answer taken from one of the shared Expo fixtures."""
+    recorded = json.loads((FIXTURES / "expo" / name).read_text())
+    return Scripted(status=recorded["http_status"], body=json.dumps(recorded["body"]).encode())

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 from sqlmodel import select
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.testing import WorkflowEnvironment
 
 from cortex.db import session_for
 from cortex.devstack import dev_server_command, free_port, wait_for_port
-from cortex.models import Event
+from cortex.models import Event, PushDelivery
 from tests.conftest import Process, Stack, wait_until
+from tests.expo_server import ExpoServer, Scripted
 from tests.sse_client import StreamReader
 
 FINAL = {"acked", "undelivered"}
@@ -153,3 +153,38 @@ async def test_deliveries_waiting_for_acks_finish_after_a_temporal_restart(
     finally:
         server.signal(signal.SIGTERM)
         server.stop()
+
+
+async def test_worker_killed_right_after_expo_accepted_a_push_does_not_push_again(
+    make_stack,
+) -> None:
+    with ExpoServer() as expo:
+        # Expo accepts the message, then the answer is held back; the worker
+        # dies before it can record the ticket.
+        expo.state.script.append(Scripted(delay_after_accept=60))
+        stack: Stack = make_stack(ack_timeout_seconds=60, expo_base_url=expo.url)
+        worker = stack.start_worker()
+        url = stack.start_api()
+        stack.wait_ready(url)
+        user = f"user-{uuid.uuid4().hex[:8]}"
+        token = f"ExponentPushToken[{uuid.uuid4().hex}]"
+        registered = httpx.post(
+            f"{url}/v3/push/tokens", json={"token": token, "platform": "ios"}, headers=stack.auth(user)
+        )
+        assert registered.status_code == 201
+
+        assert publish(stack, url, user, 0).status_code == 202
+        await wait_until(lambda: expo.state.pushes_to(token), timeout=15)
+        worker.kill()
+        stack.start_worker()
+
+        # The push activity times out on its heartbeat and runs again on the
+        # new worker, which finds the unsettled send and does not repeat it.
+        await wait_until(
+            lambda: [e.status for e in all_events(stack)] == ["pushed"], timeout=60, interval=0.5
+        )
+        with session_for(stack.settings.database_url) as session:
+            rows = session.exec(select(PushDelivery)).all()
+        assert [(r.token, r.status) for r in rows] == [(token, "unknown")]
+        assert len(expo.state.pushes_to(token)) == 1
+        assert len(expo.state.requests) == 1

@@ -8,7 +8,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import jwt
@@ -20,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from cortex.db import session_for
 from cortex.devstack import free_port
-from cortex.models import Event, EventTransition
+from cortex.models import Event
 from cortex.shared import delivery_workflow_id
 from tests.conftest import COMPOSIO, Stack, gmail_webhook, signed_webhook, wait_until
 from tests.expo_server import ExpoServer
@@ -344,3 +343,44 @@ async def test_webhook_on_one_api_process_reaches_a_stream_held_by_another(stack
             frames = [await s.wait_for(lambda f: bool(f.id)) for s in (far, near)]
     assert frames[0].id == frames[1].id
     await wait_until(lambda: db_event(stack, frames[0].id).status == "live", timeout=5)
+
+
+def test_push_tokens_accept_both_prefixes_refuse_others_and_reactivate(stack: Stack) -> None:
+    user = new_user()
+    auth = stack.auth(user)
+    url = f"{stack.url}/v3/push/tokens"
+    new_style = f"ExpoPushToken[{uuid.uuid4().hex}]"
+    assert httpx.post(url, json={"token": new_style, "platform": "web"}, headers=auth).status_code == 201
+    for bad in ({"token": "fcm:abc", "platform": "ios"}, {"token": new_style, "platform": "symbian"}, {"platform": "ios"}):
+        refused = httpx.post(url, json=bad, headers=auth)
+        assert refused.status_code == 422 and "detail" in refused.json()
+
+    from activities.push import deactivate_token
+
+    with session_for(stack.settings.database_url) as session:
+        deactivate_token(session, new_style, "DeviceNotRegistered")
+        session.commit()
+    assert httpx.get(url, headers=auth).json()["tokens"][0]["active"] is False
+    again = httpx.post(url, json={"token": new_style, "platform": "web", "deviceName": "Laptop"}, headers=auth)
+    assert again.status_code == 200
+    [listed] = httpx.get(url, headers=auth).json()["tokens"]
+    assert (listed["active"], listed["deviceName"]) == (True, "Laptop")
+
+    assert httpx.delete(url, params={"token": new_style}, headers=stack.auth(new_user())).status_code == 404
+    assert httpx.delete(url, params={"token": new_style}, headers=auth).status_code == 204
+    assert httpx.get(url, headers=auth).json()["tokens"] == []
+
+
+def test_push_reliability_view_is_for_operators_and_counts_pushes(stack: Stack, expo: ExpoServer) -> None:
+    url = f"{stack.url}/ops/push/daily"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"x-operator-key": "guess"}).status_code == 401
+    report = httpx.get(url, headers={"x-operator-key": stack.settings.operator_keys[0]})
+    assert report.status_code == 200
+    [today] = report.json()["days"]
+    with session_for(stack.settings.database_url) as session:
+        from cortex.models import PushDelivery
+
+        ok = len(session.exec(select(PushDelivery).where(PushDelivery.status == "ok")).all())
+    assert today["ok"] == ok == len(expo.state.sent)
+    assert today["pushedEvents"] >= 1

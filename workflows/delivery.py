@@ -104,7 +104,7 @@ class DeliveryWorkflow:
             status, channel = EventStatus.LIVE, "stream"
         else:
             pushed = await self._push(stored.event_id)
-            if pushed is not None and pushed.ok:
+            if pushed is not None and (pushed.ok or pushed.unknown):
                 status, channel = EventStatus.PUSHED, "push"
             else:
                 status, channel = EventStatus.QUEUED, None
@@ -160,7 +160,10 @@ class DeliveryWorkflow:
             return await workflow.execute_activity_method(
                 PushActivities.send_push,
                 PushInput(event_id),
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=timedelta(minutes=10),
+                # Heartbeats come between requests; a worker that dies is
+                # noticed this quickly, and the retry skips what was sent.
+                heartbeat_timeout=timedelta(seconds=15),
                 retry_policy=PUSH_RETRY,
             )
         except ActivityError as error:
