@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench clean
+.PHONY: install test-deps run test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +12,19 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --silent
+	touch $@
+
 install: $(BIN)/.installed
+
+test-deps: install tests/js/node_modules/.installed
+	scripts/system-deps.sh
 
 run: install
 	$(BIN)/cortex-realtime run
 
-test: install
+test: test-deps
 	$(BIN)/python -m pytest
 
 bench: install

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url,
             heartbeat_seconds=settings.heartbeat_seconds,
             send_timeout_seconds=settings.stream_send_timeout_seconds,
+            max_per_user=settings.stream_max_per_user,
+            max_per_process=settings.stream_max_per_process,
         )
         app.state.hub = hub
         app.state.temporal = None
@@ -61,6 +64,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    if settings.cors_origins:
+        # Browsers on these origins may open the stream with a ticket; no
+        # credentials (cookies) are involved.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "last-event-id"],
+        )
     for module in (ingest, app_routes, stream, ops):
         app.include_router(module.router)
     return app

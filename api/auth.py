@@ -8,7 +8,7 @@ import time
 from typing import Annotated
 
 import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 
 from cortex.settings import Settings
 
@@ -52,6 +52,41 @@ def current_user(
     return subject
 
 
+STREAM_AUDIENCE = "cortex-stream"
+
+
+def stream_user(
+    request: Request,
+    settings: Annotated[Settings, Depends(settings_of)],
+    ticket: Annotated[str | None, Query(max_length=2000)] = None,
+) -> str:
+    """The stream takes the app's JWT, or, for browsers (whose EventSource
+    cannot send headers), a short-lived stream ticket in the query. A ticket
+    carries its own audience, so it opens a stream and nothing else."""
+    if ticket is None or _bearer(request) is not None:
+        return current_user(request, settings)
+    try:
+        claims = jwt.decode(
+            ticket,
+            settings.jwt_secret,
+            algorithms=[JWT_ALGORITHM],
+            audience=STREAM_AUDIENCE,
+            options={"require": ["sub", "exp", "aud"]},
+        )
+    except jwt.PyJWTError:
+        raise _unauthorized("invalid or expired stream ticket") from None
+    return claims["sub"]
+
+
+def issue_stream_ticket(settings: Settings, user_id: str) -> str:
+    now = int(time.time())
+    return jwt.encode(
+        {"sub": user_id, "aud": STREAM_AUDIENCE, "iat": now, "exp": now + settings.stream_ticket_seconds},
+        settings.jwt_secret,
+        algorithm=JWT_ALGORITHM,
+    )
+
+
 def _key_matches(offered: str | None, keys: list[str]) -> bool:
     return offered is not None and any(
         hmac.compare_digest(offered.encode(), key.encode()) for key in keys
@@ -84,4 +119,5 @@ def issue_token(settings: Settings, user_id: str, ttl_seconds: int = 24 * 3600) 
 
 
 CurrentUser = Annotated[str, Depends(current_user)]
+StreamUser = Annotated[str, Depends(stream_user)]
 AppSettings = Annotated[Settings, Depends(settings_of)]

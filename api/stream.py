@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.auth import AppSettings, CurrentUser
-from api.stream_hub import StreamHub
+from api.auth import AppSettings, CurrentUser, StreamUser, issue_stream_ticket
+from api.stream_hub import Stream, StreamHub, StreamLimitReached
 from cortex import events
 from cortex.db import session_for
 from cortex.models import Event
@@ -27,6 +27,7 @@ from cortex.settings import Settings
 router = APIRouter()
 
 RETRY_MILLISECONDS = 3000
+RETRY_AFTER_SECONDS = 30
 STREAM_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: pass each frame on at once
@@ -41,18 +42,31 @@ def event_frame(app_event: dict[str, Any]) -> ServerSentEvent:
     )
 
 
+@router.post("/v3/realtime/ticket")
+def stream_ticket(user: CurrentUser, settings: AppSettings) -> dict[str, Any]:
+    """A short-lived ticket for ``?ticket=`` on the stream, for browsers."""
+    return {"ticket": issue_stream_ticket(settings, user), "expiresIn": settings.stream_ticket_seconds}
+
+
 @router.get("/v3/realtime/stream")
 async def stream(
     request: Request,
-    user: CurrentUser,
+    user: StreamUser,
     settings: AppSettings,
     last_event_id_header: Annotated[str | None, Header(alias="last-event-id")] = None,
     last_event_id_query: Annotated[str | None, Query(alias="lastEventId", max_length=40)] = None,
 ) -> EventSourceResponse:
     hub: StreamHub = request.app.state.hub
     resume_from = last_event_id_header or last_event_id_query
+    try:
+        stream = hub.reserve(user)
+    except StreamLimitReached as limit:
+        # The app falls back to push until it retries ("shed load to push-only").
+        raise HTTPException(
+            429, detail=str(limit), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from None
     return EventSourceResponse(
-        _frames(hub, user, settings, resume_from),
+        _frames(hub, stream, settings, resume_from),
         headers=STREAM_HEADERS,
         ping=settings.heartbeat_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
@@ -61,10 +75,10 @@ async def stream(
 
 
 async def _frames(
-    hub: StreamHub, user_id: str, settings: Settings, resume_from: str | None
+    hub: StreamHub, stream: Stream, settings: Settings, resume_from: str | None
 ) -> AsyncIterator[ServerSentEvent]:
-    stream = await hub.open(user_id)
     try:
+        await hub.register(stream)
         yield ServerSentEvent(
             data=json.dumps(
                 {"connectionId": stream.id, "heartbeatSeconds": settings.heartbeat_seconds}

@@ -88,35 +88,61 @@ class Stream:
         self._pending.clear()
 
 
+class StreamLimitReached(Exception):
+    """Too many streams, for the user or for this process."""
+
+
 class StreamHub:
     def __init__(
-        self, database_url: str, *, heartbeat_seconds: float, send_timeout_seconds: float
+        self,
+        database_url: str,
+        *,
+        heartbeat_seconds: float,
+        send_timeout_seconds: float,
+        max_per_user: int = 10,
+        max_per_process: int = 10_000,
     ) -> None:
         self.task_queue = f"cortex-streams-{uuid.uuid4().hex[:12]}"
         self._database_url = database_url
         self._heartbeat = heartbeat_seconds
         self._send_timeout = send_timeout_seconds
+        self._max_per_user = max_per_user
+        self._max_per_process = max_per_process
         self._streams: dict[str, dict[str, Stream]] = {}
+        self._open = 0
 
     @property
     def open_streams(self) -> int:
-        return sum(len(s) for s in self._streams.values())
+        return self._open
 
     def streams_of(self, user_id: str) -> int:
         return len(self._streams.get(user_id, {}))
 
-    async def open(self, user_id: str) -> Stream:
-        """Register a stream. Registration is committed before the caller reads
-        the replay, so an event stored after the replay query finds this stream
-        in the registry: nothing falls between replay and live."""
+    def reserve(self, user_id: str) -> Stream:
+        """Take a place for a new stream of the user, within the limits."""
+        user_streams = self._streams.get(user_id, {})
+        if len(user_streams) >= self._max_per_user:
+            raise StreamLimitReached(f"at most {self._max_per_user} streams per user")
+        if self._open >= self._max_per_process:
+            raise StreamLimitReached("this server holds as many streams as it can")
         stream = Stream(id=uuid.uuid4().hex, user_id=user_id)
         self._streams.setdefault(user_id, {})[stream.id] = stream
-        await asyncio.to_thread(self._register, stream)
-        logger.debug("stream %s opened for user %s", stream.id, user_id)
+        self._open += 1
         return stream
 
+    async def register(self, stream: Stream) -> None:
+        """Make the stream findable by delivery workflows. This is committed
+        before the caller reads the replay, so an event stored after the replay
+        query finds the stream in the registry: nothing falls between replay
+        and live."""
+        await asyncio.to_thread(self._register, stream)
+        logger.debug("stream %s opened for user %s", stream.id, stream.user_id)
+
     async def close(self, stream: Stream) -> None:
+        if stream.closed:
+            return
         stream.close()
+        self._open -= 1
         user_streams = self._streams.get(stream.user_id, {})
         user_streams.pop(stream.id, None)
         if not user_streams:

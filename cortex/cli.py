@@ -151,13 +151,17 @@ def _worker(_: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run(
+    from cortex.devstack import stream_listening_socket
+
+    config = uvicorn.Config(
         "api.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         timeout_graceful_shutdown=10,
     )
+    listener = stream_listening_socket(args.host, args.port, get_settings().heartbeat_seconds)
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 
@@ -214,27 +218,32 @@ def _send_sample(args: argparse.Namespace) -> int:
 
 
 def _listen(args: argparse.Namespace) -> int:
-    from httpx_sse import connect_sse
+    import asyncio
 
     from api.auth import issue_token
+    from cortex.realtime_client import RealtimeClient, StreamRefused
 
     token = issue_token(get_settings(), args.user)
-    headers = {"authorization": f"Bearer {token}"}
+
+    def show(event: dict) -> None:
+        print(f"{event['type']} id={event['id']} {json.dumps(event, ensure_ascii=False)}", flush=True)
+
+    client = RealtimeClient(
+        args.api,
+        token,
+        on_event=show,
+        on_state=lambda state: print(f"-- {state}", flush=True),
+        on_resync=lambda reason: print(f"-- resync ({reason}): re-fetch the event list", flush=True),
+        ack=not args.no_ack,
+    )
     print(f"listening to {args.user}'s stream on {urlparse(args.api).netloc}; Ctrl-C stops", flush=True)
-    with httpx.Client(timeout=httpx.Timeout(10, read=None)) as client:
-        try:
-            with connect_sse(client, "GET", f"{args.api}/v3/realtime/stream", headers=headers) as source:
-                source.response.raise_for_status()
-                for frame in source.iter_sse():
-                    if not frame.data:
-                        continue  # a heartbeat, which httpx-sse reports as an event
-                    print(f"{frame.event} id={frame.id or '-'} {frame.data}", flush=True)
-                    if frame.id and not args.no_ack:
-                        client.post(
-                            f"{args.api}/v3/events/ack", json={"eventId": frame.id}, headers=headers
-                        )
-        except KeyboardInterrupt:
-            pass
+    try:
+        asyncio.run(client.run())
+    except KeyboardInterrupt:
+        pass
+    except StreamRefused as refused:
+        print(refused, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -71,3 +71,28 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def stream_listening_socket(host: str, port: int, heartbeat_seconds: float) -> socket.socket:
+    """The API's listening socket, tuned so a dead client is noticed quickly.
+
+    Accepted connections inherit these options. TCP_USER_TIMEOUT aborts a
+    connection whose sent bytes stay unacknowledged (a vanished phone) or
+    unsent behind a zero window (an app that stopped reading) for two
+    heartbeats; the stream then closes and stops counting as online, and the
+    next event goes to push instead of into a dead socket.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        timeout_ms = int(2 * heartbeat_seconds * 1000)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(heartbeat_seconds)))
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(heartbeat_seconds)))
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     stream_send_timeout_seconds: float = Field(5, gt=0)
     # Newest unacked events replayed on a connect; more than that asks for a resync.
     stream_replay_limit: int = Field(500, gt=0)
+    # Past these, new streams get 429 + Retry-After and the app relies on push.
+    stream_max_per_user: int = Field(10, gt=0)
+    stream_max_per_process: int = Field(10_000, gt=0)
+    # Lifetime of a browser stream ticket (EventSource cannot send headers).
+    stream_ticket_seconds: int = Field(60, gt=0)
+    # Origins allowed to open the stream from a browser (comma-separated).
+    cors_origins: Annotated[list[str], NoDecode] = []
 
     jwt_secret: str = DEV_JWT_SECRET
     api_keys: Annotated[list[str], NoDecode] = [DEV_API_KEY]
@@ -77,7 +84,7 @@ class Settings(BaseSettings):
             raise ValueError(f"push_urgency lacks {', '.join(sorted(missing))}")
         return value
 
-    @field_validator("api_keys", "operator_keys", mode="before")
+    @field_validator("api_keys", "operator_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -133,7 +133,7 @@ async def test_without_a_stream_it_is_pushed_then_undelivered_then_replayed_and_
     pushes = await wait_until(lambda: expo.state.pushes_to(token), timeout=10)
     assert len(pushes) == 1
     event_id = pushes[0]["data"]["eventId"]
-    assert db_event(stack, event_id).status == "pushed"
+    await wait_until(lambda: db_event(stack, event_id).status == "pushed", timeout=5)
     await wait_until(lambda: db_event(stack, event_id).status == "undelivered", timeout=ACK_WINDOW + 10)
 
     async with StreamReader(stream_url(stack), {**auth, "last-event-id": seen.id}) as stream:
