@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test-deps run test bench clean
+.PHONY: install system-deps test-deps run test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,11 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 
 install: $(BIN)/.installed
 
-test-deps: install tests/js/node_modules/.installed
+system-deps:
 	scripts/system-deps.sh
+
+# Left to right: nginx, Chromium and Node first, then the npm clients.
+test-deps: install system-deps tests/js/node_modules/.installed
 
 run: install
 	$(BIN)/cortex-realtime run
