@@ -224,3 +224,167 @@ def test_stream_ticket_opens_the_stream_and_nothing_else(stack: Stack) -> None:
         algorithm="HS256",
     )
     assert httpx.get(f"{stack.url}/v3/realtime/stream", params={"ticket": expired}).status_code == 401
+
+
+NGINX_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "cortex-realtime.conf"
+
+
+class Nginx:
+    """Debian's nginx running the documented config, pointed at our APIs."""
+
+    def __init__(self, workdir: Path, api_ports: list[int], port: int):
+        documented = NGINX_CONF.read_text()
+        servers = "".join(
+            f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in api_ports
+        )
+        site = re.sub(r"(    server 127\.0\.0\.1:\d+ [^\n]*\n)+", servers, documented)
+        site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+        assert site != documented
+        (workdir / "site.conf").write_text(site)
+        (workdir / "nginx.conf").write_text(
+            "worker_processes 1;\n"
+            f"error_log {workdir}/error.log warn;\n"
+            f"pid {workdir}/nginx.pid;\n"
+            "events { worker_connections 1024; }\n"
+            f"http {{ access_log off; include {workdir}/site.conf; }}\n"
+        )
+        self.command = [
+            shutil.which("nginx") or "/usr/sbin/nginx",
+            "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;",
+        ]
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Nginx:
+        self.process = subprocess.Popen(self.command, stderr=subprocess.PIPE)
+        from cortex.devstack import wait_for_port
+
+        wait_for_port("127.0.0.1", int(self.url.rsplit(":", 1)[1]), timeout=10)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)
+
+
+async def test_through_nginx_events_flow_and_survive_killing_an_api_process(
+    make_stack, tmp_path: Path
+) -> None:
+    from cortex.devstack import free_port
+    from cortex.realtime_client import RealtimeClient
+
+    stack: Stack = make_stack(stream_max_per_user=100, heartbeat_seconds=2)
+    stack.start_worker()
+    first, second = stack.start_api(), stack.start_api()
+    for url in (first, second):
+        stack.wait_ready(url)
+    ports = [int(u.rsplit(":", 1)[1]) for u in (first, second)]
+    user = new_user()
+
+    with Nginx(tmp_path, ports, free_port()) as nginx:
+        received: list[list[tuple[str, float]]] = [[] for _ in range(50)]
+        clients = [
+            RealtimeClient(
+                nginx.url,
+                stack.token(user),
+                on_event=lambda e, box=box: box.append((e["id"], time.perf_counter())),
+                ack=False,  # every device must see every event
+            )
+            for box in received
+        ]
+        runs = [asyncio.create_task(c.run()) for c in clients]
+        try:
+            await wait_until(lambda: open_streams(stack, user) == 50, timeout=30)
+            holders = {
+                c.task_queue
+                for c in _connections(stack, user)
+            }
+            assert len(holders) == 2, "nginx should spread the streams over both APIs"
+
+            published: list[tuple[str, float]] = []
+            for n in range(30):
+                if n == 10:
+                    stack.apis[0][0].kill()  # an API process dies mid-stream
+                sent = time.perf_counter()
+                response = await asyncio.to_thread(
+                    httpx.post,
+                    f"{nginx.url}/v3/events",
+                    json={"userId": user, "type": "cortex.test", "title": f"#{n}", "idempotencyKey": f"nginx-{n}"},
+                    headers={"x-api-key": stack.settings.api_keys[0]},
+                    timeout=30,
+                )
+                assert response.status_code == 202, response.text
+                published.append((response.json()["workflowId"], sent))
+                await asyncio.sleep(0.2)
+
+            await wait_until(lambda: all(len(box) >= 30 for box in received), timeout=60, interval=0.2)
+        finally:
+            for client in clients:
+                await client.close()
+            await asyncio.gather(*runs, return_exceptions=True)
+
+    ids = [event_id for event_id, _ in received[0]]
+    assert len(ids) == 30 and ids == sorted(ids, key=int)
+    for box in received:
+        assert [event_id for event_id, _ in box] == ids  # each once, in order
+    # Before the kill, frames came through nginx without buffering delay.
+    first_arrivals = [min(t for box in received for i, t in box if i == ids[0])]
+    assert first_arrivals[0] - published[0][1] < 1.0
+
+
+def _connections(stack: Stack, user: str) -> list[StreamConnection]:
+    with session_for(stack.settings.database_url) as session:
+        return list(session.exec(select(StreamConnection).where(StreamConnection.user_id == user)).all())
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_pushed(
+    make_stack,
+) -> None:
+    import socket
+
+    from tests.expo_server import ExpoServer
+
+    with ExpoServer() as expo:
+        stack: Stack = make_stack(heartbeat_seconds=1, expo_base_url=expo.url)
+        stack.start_worker()
+        url = stack.url = stack.start_api()
+        stack.wait_ready(url)
+        user = new_user()
+        token = f"ExponentPushToken[{uuid.uuid4().hex}]"
+        httpx.post(f"{url}/v3/push/tokens", json={"token": token, "platform": "ios"}, headers=stack.auth(user))
+
+        # A phone whose app froze: the connection stays up, nothing is read.
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = url.removeprefix("http://").split(":")
+        stalled.connect((host, int(port)))
+        stalled.sendall(
+            f"GET /v3/realtime/stream HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {stack.token(user)}\r\n\r\n".encode()
+        )
+        try:
+            await wait_until(lambda: open_streams(stack, user) == 1, timeout=10)
+            big = "x" * 9_000
+            statuses = []
+            for n in range(10):
+                assert publish(stack, user, title=f"big {n}", body=big).status_code == 202
+                await asyncio.sleep(0.5)
+                if open_streams(stack, user) == 0:
+                    dropped_after = n
+                    break
+            else:
+                pytest.fail("the stalled stream was never dropped")
+
+            # Two heartbeats (2 s) after its buffers filled, the stream is gone
+            # and the next event goes to push.
+            assert dropped_after <= 6
+            response = publish(stack, user, title="after the stall")
+            workflow_id = response.json()["workflowId"]
+            pushes = await wait_until(
+                lambda: [m for m in expo.state.sent if m["title"] == "after the stall"], timeout=15
+            )
+            assert len(pushes) == 1 and pushes[0]["to"] == token
+            assert workflow_id
+        finally:
+            stalled.close()
