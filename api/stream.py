@@ -9,6 +9,7 @@ stream. Heartbeats are SSE comments.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -86,7 +87,7 @@ async def _frames(
             event="connected",
             retry=RETRY_MILLISECONDS,
         )
-        replay, resync_reason = await asyncio.to_thread(
+        replay, resync_reason, stream.last_seq = await asyncio.to_thread(
             _replay, settings, stream.user_id, resume_from
         )
         if resync_reason is not None:
@@ -97,11 +98,12 @@ async def _frames(
                 yield event_frame(app_event)
                 stream.mark_sent(app_event["id"])
         while True:
-            offer = await stream.queue.get()
-            event_id = offer.app_event["id"]
-            if stream.should_send(event_id):
-                yield event_frame(offer.app_event)
-            stream.mark_sent(event_id)
+            gap_filler = functools.partial(_unacked_by_seq, settings)
+            for offer in await stream.next_in_order(settings.stream_reorder_seconds, gap_filler):
+                event_id = offer.app_event["id"]
+                if stream.should_send(event_id):
+                    yield event_frame(offer.app_event)
+                stream.mark_sent(event_id)
     finally:
         # The response's task group is being cancelled (the client left or the
         # server stops); shield the unregistering, or the registry would keep
@@ -112,21 +114,34 @@ async def _frames(
 
 def _replay(
     settings: Settings, user_id: str, resume_from: str | None
-) -> tuple[list[Event], str | None]:
-    """The unacked events to send before going live, and why a resync is due."""
+) -> tuple[list[Event], str | None, int]:
+    """The unacked events to send before going live, why a resync is due, and
+    the user's last sequence number: live events continue from there."""
     limit = settings.stream_replay_limit
     with session_for(settings.database_url) as session:
-        after_id: int | None = None
+        after_seq: int | None = None
         reason: str | None = None
         if resume_from:
-            if not resume_from.isdigit() or len(resume_from) > 18:
-                reason = "unknown-last-event-id"
-            elif events.event_of_user(session, user_id, int(resume_from)) is None:
+            known = None
+            if resume_from.isdigit() and len(resume_from) <= 18:
+                known = events.event_of_user(session, user_id, int(resume_from))
+            if known is None:
                 reason = "unknown-last-event-id"
             else:
-                after_id = int(resume_from)
-        replay = events.unacked_after(session, user_id, after_id, limit + 1)
+                after_seq = known.seq
+        replay = events.unacked_after(session, user_id, after_seq, limit + 1)
+        last_seq = events.last_seq(session, user_id) or 0
     if len(replay) > limit:
         # Too much to replay: send the newest part and let the app re-fetch.
-        return replay[-limit:], "too-many-unacked"
-    return replay, reason
+        return replay[-limit:], "too-many-unacked", last_seq
+    return replay, reason, last_seq
+
+
+async def _unacked_by_seq(
+    settings: Settings, user_id: str, seqs: range
+) -> dict[int, dict[str, Any]]:
+    def read() -> dict[int, dict[str, Any]]:
+        with session_for(settings.database_url) as session:
+            return {e.seq: e.to_app() for e in events.unacked_with_seqs(session, user_id, seqs)}
+
+    return await asyncio.to_thread(read)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -35,6 +36,11 @@ SENT_IDS_REMEMBERED = 10_000
 class Offer:
     app_event: dict[str, Any]
     written: asyncio.Future[bool]
+    seq: int | None = None
+
+
+# Reads the unacked events with these sequence numbers of a user: {seq: app event}.
+GapFiller = Callable[[str, range], Awaitable[dict[int, dict[str, Any]]]]
 
 
 @dataclass
@@ -48,8 +54,50 @@ class Stream:
     _sent_order: deque[str] = field(default_factory=deque)
     _pending: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
     closed: bool = False
+    # The user's sequence number of the last event handed on in order, and the
+    # events that arrived ahead of a gap, waiting for it to fill.
+    last_seq: int = 0
+    _held: dict[int, Offer] = field(default_factory=dict)
+    _hold_until: float = 0.0
 
-    def offer(self, app_event: dict[str, Any]) -> asyncio.Future[bool]:
+    async def next_in_order(self, hold_seconds: float, fill_gap: GapFiller) -> list[Offer]:
+        """The next offers to write, in the user's order.
+
+        Deliveries of one user's events run in parallel and may finish out of
+        order. An event that arrives ahead of a gap is held until the gap fills;
+        after ``hold_seconds`` the missing events are read from the database
+        instead (their delivery may have given up on this stream and gone to
+        push). So every stream is strictly in order, which is what makes
+        ``Last-Event-ID`` a safe place to resume from.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = max(0.0, self._hold_until - loop.time()) if self._held else None
+            try:
+                offer = await asyncio.wait_for(self.queue.get(), wait)
+            except TimeoutError:
+                # Every gap up to the newest held event, not only the first.
+                filled = await fill_gap(self.user_id, range(self.last_seq + 1, max(self._held)))
+                for seq, app_event in filled.items():
+                    self._held.setdefault(seq, Offer(app_event, loop.create_future(), seq))
+                ready = [self._held.pop(seq) for seq in sorted(self._held)]
+                self.last_seq = max(self.last_seq, ready[-1].seq or 0)
+                return ready
+            if offer.seq is None or offer.seq <= self.last_seq:
+                return [offer]  # not part of the live order (a re-drive, say)
+            if offer.seq > self.last_seq + 1:
+                if not self._held:
+                    self._hold_until = loop.time() + hold_seconds
+                self._held[offer.seq] = offer
+                continue
+            ready = [offer]
+            self.last_seq = offer.seq
+            while self.last_seq + 1 in self._held:
+                self.last_seq += 1
+                ready.append(self._held.pop(self.last_seq))
+            return ready
+
+    def offer(self, app_event: dict[str, Any], seq: int | None = None) -> asyncio.Future[bool]:
         """Queue an event; the future says whether it reached the socket."""
         event_id = app_event["id"]
         loop = asyncio.get_running_loop()
@@ -65,7 +113,7 @@ class Stream:
             return self._pending[event_id]
         written: asyncio.Future[bool] = loop.create_future()
         self._pending[event_id] = written
-        self.queue.put_nowait(Offer(app_event, written))
+        self.queue.put_nowait(Offer(app_event, written, seq))
         return written
 
     def should_send(self, event_id: str) -> bool:
@@ -150,18 +198,21 @@ class StreamHub:
         await asyncio.to_thread(self._unregister, stream.id)
         logger.debug("stream %s closed", stream.id)
 
-    async def deliver(self, user_id: str, app_event: dict[str, Any]) -> int:
+    async def deliver(
+        self, user_id: str, app_event: dict[str, Any], seq: int | None = None
+    ) -> int:
         """Write the event to every local stream of the user; count the writes."""
         streams = list(self._streams.get(user_id, {}).values())
         if not streams:
             return 0
-        futures = [s.offer(app_event) for s in streams]
+        futures = [s.offer(app_event, seq) for s in streams]
         await asyncio.wait(futures, timeout=self._send_timeout)
         return sum(1 for f in futures if f.done() and f.result())
 
     @activity.defn(name="deliver_to_streams")
     async def deliver_to_streams(self, request: StreamDeliveryInput) -> StreamDeliveryResult:
-        return StreamDeliveryResult(await self.deliver(request.user_id, request.app_event))
+        delivered = await self.deliver(request.user_id, request.app_event, request.seq)
+        return StreamDeliveryResult(delivered)
 
     async def keep_registered(self) -> None:
         """Refresh this process's registry row; rows of dead processes are swept."""

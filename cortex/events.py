@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -27,45 +27,69 @@ from cortex.shared import StatusResult, StoredEvent, StoreEventInput
 
 
 def store_event(session: Session, request: StoreEventInput) -> StoredEvent:
-    """Insert the event once; a repeat returns the stored row untouched."""
-    existing = _by_key(session, request.event.idempotency_key)
-    if existing is None:
-        new = request.event
-        received_at = datetime.fromisoformat(new.received_at) if new.received_at else utcnow()
-        event = Event(
-            idempotency_key=new.idempotency_key,
-            user_id=new.user_id,
-            type=new.type,
-            title=new.title,
-            body=new.body,
-            urgency=new.urgency,
-            data=new.data,
-            source=new.source,
-            status=EventStatus.STORED,
-            workflow_id=request.workflow_id,
-            workflow_run_id=request.workflow_run_id,
-            received_at=received_at,
-        )
+    """Insert the event once; a repeat returns the stored row untouched.
+
+    Each event also gets the next number in its user's sequence. Two events of
+    one user stored at once race for the same number; the loser of the unique
+    constraint takes the next one.
+    """
+    for _ in range(SEQ_ATTEMPTS):
+        existing = _by_key(session, request.event.idempotency_key)
+        if existing is not None:
+            return _stored(existing, request)
+        event = _new_event(request, seq=_next_seq(session, request.event.user_id))
         session.add(event)
         try:
             session.flush()
             session.add(
-                EventTransition(
-                    event_id=event.id, status=EventStatus.RECEIVED, at=received_at
-                )
+                EventTransition(event_id=event.id, status=EventStatus.RECEIVED, at=event.received_at)
             )
             session.add(EventTransition(event_id=event.id, status=EventStatus.STORED))
             session.commit()
+            return _stored(event, request)
         except IntegrityError:
-            # A concurrent attempt stored it first; fall through to the reread.
+            # Someone else took the key (a concurrent attempt) or the number.
             session.rollback()
-        existing = _by_key(session, request.event.idempotency_key)
-        assert existing is not None
+    raise RuntimeError(f"could not store event {request.event.idempotency_key}")
+
+
+SEQ_ATTEMPTS = 20
+
+
+def _new_event(request: StoreEventInput, seq: int) -> Event:
+    new = request.event
+    return Event(
+        idempotency_key=new.idempotency_key,
+        user_id=new.user_id,
+        seq=seq,
+        type=new.type,
+        title=new.title,
+        body=new.body,
+        urgency=new.urgency,
+        data=new.data,
+        source=new.source,
+        status=EventStatus.STORED,
+        workflow_id=request.workflow_id,
+        workflow_run_id=request.workflow_run_id,
+        received_at=datetime.fromisoformat(new.received_at) if new.received_at else utcnow(),
+    )
+
+
+def _next_seq(session: Session, user_id: str) -> int:
+    return (last_seq(session, user_id) or 0) + 1
+
+
+def last_seq(session: Session, user_id: str) -> int | None:
+    return session.exec(select(func.max(Event.seq)).where(Event.user_id == user_id)).one()
+
+
+def _stored(event: Event, request: StoreEventInput) -> StoredEvent:
     return StoredEvent(
-        event_id=existing.id,  # type: ignore[arg-type]
-        status=existing.status,
-        owned=existing.workflow_run_id == request.workflow_run_id,
-        app_event=existing.to_app(),
+        event_id=event.id,  # type: ignore[arg-type]
+        status=event.status,
+        owned=event.workflow_run_id == request.workflow_run_id,
+        app_event=event.to_app(),
+        seq=event.seq,
     )
 
 
@@ -152,16 +176,29 @@ def list_events(
 
 
 def unacked_after(
-    session: Session, user_id: str, after_id: int | None, limit: int
+    session: Session, user_id: str, after_seq: int | None, limit: int
 ) -> list[Event]:
-    """Unacked events after ``after_id``, oldest first (stream replay)."""
-    return list_events(
-        session,
-        user_id,
-        statuses=list(UNACKED),
-        after_id=after_id,
-        limit=limit,
-        newest_first=False,
+    """Unacked events after the user's ``after_seq``, in order (stream replay)."""
+    query = (
+        select(Event)
+        .where(Event.user_id == user_id)
+        .where(col(Event.status).in_(UNACKED))
+        .order_by(col(Event.seq))
+        .limit(limit)
+    )
+    if after_seq is not None:
+        query = query.where(col(Event.seq) > after_seq)
+    return list(session.exec(query).all())
+
+
+def unacked_with_seqs(session: Session, user_id: str, seqs: range) -> list[Event]:
+    return list(
+        session.exec(
+            select(Event)
+            .where(Event.user_id == user_id)
+            .where(col(Event.seq) >= seqs.start, col(Event.seq) < seqs.stop)
+            .where(col(Event.status).in_(UNACKED))
+        ).all()
     )
 
 

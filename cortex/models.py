@@ -55,11 +55,17 @@ URGENCIES = ("low", "normal", "high", "critical")
 
 class Event(SQLModel, table=True):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_user_status", "user_id", "status"),)
+    __table_args__ = (
+        Index("ix_events_user_status", "user_id", "status"),
+        UniqueConstraint("user_id", "seq"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(unique=True, max_length=300)
     user_id: str = Field(index=True, max_length=200)
+    # 1, 2, 3 ... per user, in the order events were stored: lets a stream hand
+    # events on in order even when their deliveries finish out of order.
+    seq: int
     type: str = Field(max_length=200)
     title: str = Field(sa_column=Column(Text, nullable=False))
     body: str = Field(sa_column=Column(Text, nullable=False))

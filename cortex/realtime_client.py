@@ -31,6 +31,9 @@ EventHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
 StateHandler = Callable[["ConnectionState"], Awaitable[None] | None]
 
 
+CATCH_UP_PAGES = 20  # at most 10,000 events read back after a resync
+
+
 class ConnectionState(StrEnum):
     CONNECTING = "connecting"
     OPEN = "open"
@@ -145,20 +148,44 @@ class RealtimeClient:
             reason = json.loads(data).get("reason", "")
             if self.on_resync is not None:
                 await _maybe_await(self.on_resync(reason))
+            await self._catch_up(http)
             return
-        if not frame_id or frame_id in self._seen:
+        if frame_id:
+            await self._handle(http, json.loads(data))
+
+    async def _handle(self, http: httpx.AsyncClient, event: dict[str, Any]) -> None:
+        event_id = event["id"]
+        if event_id in self._seen:
             return
-        self._remember(frame_id)
-        await _maybe_await(self.on_event(json.loads(data)))
-        if self.last_event_id is None or int(frame_id) > int(self.last_event_id):
-            self.last_event_id = frame_id
+        self._remember(event_id)
+        await _maybe_await(self.on_event(event))
+        if self.last_event_id is None or int(event_id) > int(self.last_event_id):
+            self.last_event_id = event_id
         if self.ack:
             response = await http.post(
                 "/v3/events/ack",
-                json={"eventId": frame_id},
+                json={"eventId": event_id},
                 headers={"authorization": f"Bearer {self._token()}"},
             )
             response.raise_for_status()
+
+    async def _catch_up(self, http: httpx.AsyncClient) -> None:
+        """The server could not vouch for the gap: read what came after the
+        last event we have from the events API, in order, before going on."""
+        after = self.last_event_id if (self.last_event_id or "").isdigit() else "0"
+        for _ in range(CATCH_UP_PAGES):
+            response = await http.get(
+                f"/v3/events/since/{after}",
+                params={"limit": 500},
+                headers={"authorization": f"Bearer {self._token()}"},
+            )
+            response.raise_for_status()
+            page = response.json()
+            for event in page["events"]:
+                await self._handle(http, event)
+                after = event["id"]
+            if not page["hasMore"]:
+                return
 
     def _remember(self, event_id: str) -> None:
         self._seen[event_id] = None

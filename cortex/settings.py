@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     stream_send_timeout_seconds: float = Field(5, gt=0)
     # Newest unacked events replayed on a connect; more than that asks for a resync.
     stream_replay_limit: int = Field(500, gt=0)
+    # How long a stream holds an event that overtook an earlier one of the user.
+    stream_reorder_seconds: float = Field(1.0, ge=0)
     # Past these, new streams get 429 + Retry-After and the app relies on push.
     stream_max_per_user: int = Field(10, gt=0)
     stream_max_per_process: int = Field(10_000, gt=0)

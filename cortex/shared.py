@@ -72,6 +72,7 @@ class StoredEvent:
     # False when another delivery already owns this idempotency key.
     owned: bool
     app_event: dict[str, Any]
+    seq: int | None = None
 
 
 @dataclass
@@ -102,6 +103,7 @@ class HoldersResult:
 class StreamDeliveryInput:
     user_id: str
     app_event: dict[str, Any]
+    seq: int | None = None
 
 
 @dataclass

@@ -388,3 +388,60 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_push
             assert workflow_id
         finally:
             stalled.close()
+
+
+async def test_1000_events_across_reconnects_none_lost_none_twice_in_order(make_stack) -> None:
+    from cortex.realtime_client import RealtimeClient
+
+    stack: Stack = make_stack()
+    stack.start_worker()
+    url = stack.url = stack.start_api()
+    stack.wait_ready(url)
+    user = new_user()
+
+    received: list[str] = []
+    client = RealtimeClient(url, stack.token(user), on_event=lambda e: received.append(e["id"]))
+    run = asyncio.create_task(client.run())
+    reconnects = 0
+
+    async def publish_all() -> None:
+        # Several publishers at once, so deliveries of one user overlap.
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for n in range(1000):
+            queue.put_nowait(n)
+
+        async def publisher(http: httpx.AsyncClient) -> None:
+            while not queue.empty():
+                n = queue.get_nowait()
+                response = await http.post(
+                    f"{url}/v3/events",
+                    json={"userId": user, "type": "cortex.test", "title": f"#{n}", "idempotencyKey": f"k{n}"},
+                    headers={"x-api-key": stack.settings.api_keys[0]},
+                )
+                assert response.status_code == 202, response.text
+
+        async with httpx.AsyncClient(timeout=30) as http:
+            await asyncio.gather(*(publisher(http) for _ in range(8)))
+
+    try:
+        await wait_until(lambda: client.state == "open", timeout=10)
+        publishing = asyncio.create_task(publish_all())
+        deadline = time.monotonic() + 300
+        while len(set(received)) < 1000 and time.monotonic() < deadline:
+            await asyncio.sleep(2.5)
+            client.drop_connection()  # the phone's network blinks every few seconds
+            reconnects += 1
+        await publishing
+    finally:
+        await client.close()
+        await asyncio.gather(run, return_exceptions=True)
+
+    assert reconnects >= 5
+    with session_for(stack.settings.database_url) as session:
+        from cortex.models import Event
+
+        stored = session.exec(select(Event).where(Event.user_id == user)).all()
+    missing = {e.id: (e.seq, e.status) for e in stored if str(e.id) not in set(received)}
+    assert not missing, f"{len(stored)} stored, missing {missing}"
+    assert len(received) == len(set(received)) == 1000
+    assert received == sorted(received, key=int)

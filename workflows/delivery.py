@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         PushResult,
         ReceiptsInput,
         StatusInput,
+        StoredEvent,
         StoreEventInput,
         StreamDeliveryInput,
         StreamDeliveryResult,
@@ -98,7 +99,7 @@ class DeliveryWorkflow:
         )
         self._mirror(stored.status, None)
 
-        streams = await self._deliver_live(event.user_id, stored.app_event)
+        streams = await self._deliver_live(event.user_id, stored)
         pushed: PushResult | None = None
         if streams:
             status, channel = EventStatus.LIVE, "stream"
@@ -133,7 +134,7 @@ class DeliveryWorkflow:
             pushes_ok=pushed.ok if pushed else 0,
         )
 
-    async def _deliver_live(self, user_id: str, app_event: dict) -> int:
+    async def _deliver_live(self, user_id: str, stored: StoredEvent) -> int:
         holders = await workflow.execute_local_activity_method(
             EventActivities.find_stream_holders, HoldersInput(user_id), **DB_ACTIVITY
         )
@@ -142,7 +143,7 @@ class DeliveryWorkflow:
         attempts = [
             workflow.execute_activity(
                 "deliver_to_streams",
-                StreamDeliveryInput(user_id, app_event),
+                StreamDeliveryInput(user_id, stored.app_event, stored.seq),
                 task_queue=task_queue,
                 result_type=StreamDeliveryResult,
                 **STREAM_ACTIVITY,
