@@ -47,9 +47,11 @@ class PushRateLimiter:
             index_elements=[table.c.second],
             set_={"sent": table.c.sent + statement.excluded.sent},
             where=table.c.sent + statement.excluded.sent <= self.per_second,
-        )
+        ).returning(table.c.sent)
         with self._engine.begin() as connection:
-            reserved = connection.execute(statement).rowcount == 1
+            # A row comes back only when the insert or the guarded update ran
+            # (rowcount is not reliable for upserts across drivers).
+            reserved = connection.execute(statement).first() is not None
             if reserved and second % 60 == 0:
                 connection.execute(
                     delete(PushRateWindow).where(

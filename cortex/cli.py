@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-dir", default="var", help="where SQLite files and logs go")
 
     commands.add_parser("worker", help="the delivery worker")
+    commands.add_parser("migrate", help="bring the database schema up to date")
 
     api = commands.add_parser("api", help="the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "run": _run,
         "worker": _worker,
+        "migrate": _migrate,
         "api": _api,
         "token": _token,
         "send-sample": _send_sample,
@@ -139,6 +141,13 @@ def _run(args: argparse.Namespace) -> int:
     log.error("%s exited; stopping the stack (see its log in %s)", ", ".join(dead), data_dir)
     stop(exit_code=1)
     return 1
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from cortex.db import engine_for
+
+    engine_for(get_settings().database_url)  # migrates on first use
+    return 0
 
 
 def _worker(_: argparse.Namespace) -> int:

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
 
     database_url: str = "sqlite:///./var/cortex.db"
+    # PostgreSQL connections per process: kept open, and extra under load.
+    database_pool_size: int = Field(5, gt=0)
+    database_max_overflow: int = Field(10, ge=0)
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "cortex-delivery"

@@ -72,9 +72,40 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+# The suite runs on SQLite by default; with CORTEX_TEST_POSTGRES_URL set (a
+# server URL whose user may create databases) every test database is a fresh
+# PostgreSQL database instead.
+POSTGRES_SERVER = os.environ.get("CORTEX_TEST_POSTGRES_URL")
+_created_databases: list[str] = []
+
+
+def fresh_database_url(directory: Path) -> str:
+    if not POSTGRES_SERVER:
+        return f"sqlite:///{directory / 'cortex.db'}"
+    import psycopg
+
+    name = f"cortex_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    _created_databases.append(name)
+    return POSTGRES_SERVER.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    if not POSTGRES_SERVER:
+        return
+    import psycopg
+
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as connection:
+        for name in _created_databases:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def tmp_db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cortex.db'}"
+    return fresh_database_url(tmp_path)
 
 
 class Process:
@@ -121,7 +152,7 @@ class Stack:
         self.workdir = workdir
         self.task_queue = f"cortex-test-{uuid.uuid4().hex[:8]}"
         values = {
-            "CORTEX_DATABASE_URL": f"sqlite:///{workdir / 'cortex.db'}",
+            "CORTEX_DATABASE_URL": fresh_database_url(workdir),
             "CORTEX_TEMPORAL_ADDRESS": temporal_address,
             "CORTEX_TASK_QUEUE": self.task_queue,
             "CORTEX_ACK_TIMEOUT_SECONDS": "300",
