@@ -18,6 +18,7 @@ from activities.expo_client import ExpoClient
 from activities.push import PushActivities
 from activities.push_rate import PushRateLimiter
 from cortex.db import engine_for
+from cortex.logging_setup import configure_logging
 from cortex.settings import Settings, get_settings
 from cortex.temporal import connect, ensure_search_attributes
 from workflows.delivery import DeliveryWorkflow
@@ -62,7 +63,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    client = await connect(settings)
+    client = await connect(settings, metrics_address=settings.worker_metrics_address)
     await ensure_search_attributes(client, settings.temporal_namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -78,7 +79,7 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(get_settings().log_format)
     asyncio.run(run_worker())
 
 

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 
 from api import app_routes, ingest, ops, stream
 from api.errors import install_error_handlers
+from api.metrics import register_database_totals, unregister
 from api.stream_hub import StreamHub
 from cortex.db import engine_for
 from cortex.settings import Settings, get_settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.hub = hub
         app.state.temporal = None
+        totals = register_database_totals(settings.database_url)
         background = [
             asyncio.create_task(hub.keep_registered(), name="stream-registry"),
             asyncio.create_task(_run_stream_worker(app, settings, hub), name="stream-worker"),
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await hub.unregister_process()
+            unregister(totals)
 
     app = FastAPI(
         title="Cortex Realtime",

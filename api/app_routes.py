@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from activities.expo_client import is_expo_token
 from api.auth import AppSettings, CurrentUser
 from api.deliveries import signal_ack
+from api.metrics import ACK_LATENCY
 from cortex import events
 from cortex.db import session_for
 from cortex.models import EventStatus, PushToken, utcnow
@@ -56,6 +57,8 @@ async def ack(request: Request, body: AckRequest, user: CurrentUser, settings: A
             return events.ack_events(session, user, body.ids())
 
     outcome = await asyncio.to_thread(record)
+    for event in outcome.newly_acked:
+        ACK_LATENCY.observe((event.acked_at - event.created_at).total_seconds())
     if body.eventId is not None and outcome.unknown:
         raise HTTPException(404, detail="event not found")
     await asyncio.gather(*(signal_ack(request, e.workflow_id) for e in outcome.acked))

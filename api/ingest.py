@@ -12,9 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import composio_events
 from api.auth import AppSettings, require_api_key
-from api.deliveries import start_delivery
+from api.deliveries import Started, start_delivery
+from api.metrics import PUBLISHED, WEBHOOKS
 from api.errors import read_body
 from api.webhook_verifier import WebhookVerificationError, verify
+from cortex.settings import Settings
 from cortex.shared import NewEvent
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,24 @@ async def composio_webhook(
     webhook_id: Annotated[str | None, Header()] = None,
     webhook_timestamp: Annotated[str | None, Header()] = None,
     webhook_signature: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    try:
+        answer = await _composio_webhook(
+            request, settings, webhook_id, webhook_timestamp, webhook_signature
+        )
+    except HTTPException as refused:
+        WEBHOOKS.labels(result=f"http_{refused.status_code}").inc()
+        raise
+    WEBHOOKS.labels(result=answer["status"]).inc()
+    return answer
+
+
+async def _composio_webhook(
+    request: Request,
+    settings: Settings,
+    webhook_id: str | None,
+    webhook_timestamp: str | None,
+    webhook_signature: str | None,
 ) -> dict[str, Any]:
     body = await read_body(request, settings.max_body_bytes)
     try:
@@ -99,7 +119,20 @@ async def publish_event(
         raise HTTPException(422, detail="an idempotencyKey (body) or Idempotency-Key header is required")
     if len(json.dumps(event.data)) > 64 * 1024:
         raise HTTPException(413, detail="data larger than 64 KiB")
-    started = await start_delivery(
+    try:
+        started = await _publish(request, event, key)
+    except HTTPException as refused:
+        PUBLISHED.labels(result=f"http_{refused.status_code}").inc()
+        raise
+    PUBLISHED.labels(result="duplicate" if started.duplicate else "accepted").inc()
+    return {
+        "status": "duplicate" if started.duplicate else "accepted",
+        "workflowId": started.workflow_id,
+    }
+
+
+async def _publish(request: Request, event: PublishRequest, key: str) -> Started:
+    return await start_delivery(
         request,
         NewEvent(
             idempotency_key=f"{event.source}:{event.user_id}:{key}",
@@ -112,7 +145,3 @@ async def publish_event(
             data=event.data,
         ),
     )
-    return {
-        "status": "duplicate" if started.duplicate else "accepted",
-        "workflowId": started.workflow_id,
-    }

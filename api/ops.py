@@ -7,16 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.auth import AppSettings, require_operator
+from api.metrics import OPEN_STREAMS
 from cortex.db import engine_for, session_for
 from cortex.push_report import daily_push_report
 
 router = APIRouter()
 
-OPEN_STREAMS = Gauge("cortex_open_streams", "SSE streams open on this API process")
 
 
 @router.get("/healthz")
@@ -64,5 +64,7 @@ def push_daily(
 
 @router.get("/metrics")
 def metrics(request: Request) -> Response:
+    """Prometheus metrics; the worker serves the Temporal SDK's own on
+    CORTEX_WORKER_METRICS_ADDRESS."""
     OPEN_STREAMS.set(request.app.state.hub.open_streams)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from datetime import datetime
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -19,10 +20,11 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.auth import AppSettings, CurrentUser, StreamUser, issue_stream_ticket
-from api.stream_hub import Stream, StreamHub, StreamLimitReached
+from api.metrics import WEBHOOK_TO_STREAM
+from api.stream_hub import Offer, Stream, StreamHub, StreamLimitReached
 from cortex import events
 from cortex.db import session_for
-from cortex.models import Event
+from cortex.models import Event, utcnow
 from cortex.settings import Settings
 
 router = APIRouter()
@@ -103,6 +105,7 @@ async def _frames(
                 event_id = offer.app_event["id"]
                 if stream.should_send(event_id):
                     yield event_frame(offer.app_event)
+                    _observe_latency(offer)
                 stream.mark_sent(event_id)
     finally:
         # The response's task group is being cancelled (the client left or the
@@ -145,3 +148,9 @@ async def _unacked_by_seq(
             return {e.seq: e.to_app() for e in events.unacked_with_seqs(session, user_id, seqs)}
 
     return await asyncio.to_thread(read)
+
+
+def _observe_latency(offer: Offer) -> None:
+    if offer.received_at:
+        received = datetime.fromisoformat(offer.received_at)
+        WEBHOOK_TO_STREAM.observe((utcnow() - received).total_seconds())

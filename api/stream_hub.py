@@ -37,6 +37,7 @@ class Offer:
     app_event: dict[str, Any]
     written: asyncio.Future[bool]
     seq: int | None = None
+    received_at: str | None = None
 
 
 # Reads the unacked events with these sequence numbers of a user: {seq: app event}.
@@ -97,7 +98,9 @@ class Stream:
                 ready.append(self._held.pop(self.last_seq))
             return ready
 
-    def offer(self, app_event: dict[str, Any], seq: int | None = None) -> asyncio.Future[bool]:
+    def offer(
+        self, app_event: dict[str, Any], seq: int | None = None, received_at: str | None = None
+    ) -> asyncio.Future[bool]:
         """Queue an event; the future says whether it reached the socket."""
         event_id = app_event["id"]
         loop = asyncio.get_running_loop()
@@ -113,7 +116,7 @@ class Stream:
             return self._pending[event_id]
         written: asyncio.Future[bool] = loop.create_future()
         self._pending[event_id] = written
-        self.queue.put_nowait(Offer(app_event, written, seq))
+        self.queue.put_nowait(Offer(app_event, written, seq, received_at))
         return written
 
     def should_send(self, event_id: str) -> bool:
@@ -199,19 +202,25 @@ class StreamHub:
         logger.debug("stream %s closed", stream.id)
 
     async def deliver(
-        self, user_id: str, app_event: dict[str, Any], seq: int | None = None
+        self,
+        user_id: str,
+        app_event: dict[str, Any],
+        seq: int | None = None,
+        received_at: str | None = None,
     ) -> int:
         """Write the event to every local stream of the user; count the writes."""
         streams = list(self._streams.get(user_id, {}).values())
         if not streams:
             return 0
-        futures = [s.offer(app_event, seq) for s in streams]
+        futures = [s.offer(app_event, seq, received_at) for s in streams]
         await asyncio.wait(futures, timeout=self._send_timeout)
         return sum(1 for f in futures if f.done() and f.result())
 
     @activity.defn(name="deliver_to_streams")
     async def deliver_to_streams(self, request: StreamDeliveryInput) -> StreamDeliveryResult:
-        delivered = await self.deliver(request.user_id, request.app_event, request.seq)
+        delivered = await self.deliver(
+            request.user_id, request.app_event, request.seq, request.received_at
+        )
         return StreamDeliveryResult(delivered)
 
     async def keep_registered(self) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from cortex.logging_setup import configure_logging
 from cortex.settings import get_settings
 
 log = logging.getLogger("cortex.cli")
@@ -62,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     listen.add_argument("--no-ack", action="store_true", help="do not ACK what arrives")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(get_settings().log_format)
     handler = {
         "run": _run,
         "worker": _worker,
@@ -168,6 +167,7 @@ def _api(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         timeout_graceful_shutdown=10,
+        log_config=None,  # keep ours: JSON on request, secrets redacted
     )
     listener = stream_listening_socket(args.host, args.port, get_settings().heartbeat_seconds)
     uvicorn.Server(config).run(sockets=[listener])

@@ -7,7 +7,7 @@ racing writers (a timeout and an ACK, say) cannot move an event backwards and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -138,6 +138,7 @@ def transition(
 class AckOutcome:
     acked: list[Event]  # newly acked or already acked: both are fine for the app
     unknown: list[str]  # not an event of this user
+    newly_acked: list[Event] = field(default_factory=list)
 
 
 def ack_events(session: Session, user_id: str, event_ids: list[str]) -> AckOutcome:
@@ -146,11 +147,16 @@ def ack_events(session: Session, user_id: str, event_ids: list[str]) -> AckOutco
         select(Event).where(col(Event.id).in_(numeric)).where(Event.user_id == user_id)
     ).all()
     found = {str(e.id) for e in own}
+    newly = []
     for event in own:
         if event.status != EventStatus.ACKED:
-            transition(session, event.id, EventStatus.ACKED, detail="app")  # type: ignore[arg-type]
+            if transition(session, event.id, EventStatus.ACKED, detail="app").changed:  # type: ignore[arg-type]
+                session.refresh(event)
+                newly.append(event)
     return AckOutcome(
-        acked=list(own), unknown=[i for i in dict.fromkeys(event_ids) if i not in found]
+        acked=list(own),
+        unknown=[i for i in dict.fromkeys(event_ids) if i not in found],
+        newly_acked=newly,
     )
 
 

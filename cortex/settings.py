@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CORTEX_", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
+    log_format: Literal["text", "json"] = "text"
+    # Where the worker serves the Temporal SDK's Prometheus metrics.
+    worker_metrics_address: str = "127.0.0.1:9464"
 
     database_url: str = "sqlite:///./var/cortex.db"
     # PostgreSQL connections per process: kept open, and extra under load.

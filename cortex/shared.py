@@ -104,6 +104,7 @@ class StreamDeliveryInput:
     user_id: str
     app_event: dict[str, Any]
     seq: int | None = None
+    received_at: str | None = None  # when the API accepted it, for the latency metric
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -10,6 +11,14 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from cortex.settings import Settings
@@ -18,10 +27,28 @@ from cortex.shared import SEARCH_ATTRIBUTES
 logger = logging.getLogger(__name__)
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, metrics_address: str | None = None) -> Client:
+    """A client whose SDK logs go through Python logging (so they are JSON
+    when ours are) and, given an address, whose SDK metrics are served there
+    for Prometheus."""
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        runtime=_runtime(metrics_address),
     )
+
+
+@lru_cache
+def _runtime(metrics_address: str | None) -> Runtime:
+    # One per process: a runtime owns threads and, here, a metrics port.
+    telemetry = TelemetryConfig(
+        logging=LoggingConfig(
+            filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+        ),
+        metrics=PrometheusConfig(bind_address=metrics_address) if metrics_address else None,
+    )
+    return Runtime(telemetry=telemetry)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:

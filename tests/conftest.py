@@ -159,6 +159,7 @@ class Stack:
             "CORTEX_HEARTBEAT_SECONDS": "2",
             "CORTEX_EXPO_BASE_URL": "http://127.0.0.1:9",
             "CORTEX_RECEIPT_DELAY_SECONDS": "900",
+            "CORTEX_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
         }
         values.update({f"CORTEX_{k.upper()}": str(v) for k, v in overrides.items()})
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}

@@ -99,7 +99,7 @@ class DeliveryWorkflow:
         )
         self._mirror(stored.status, None)
 
-        streams = await self._deliver_live(event.user_id, stored)
+        streams = await self._deliver_live(event.user_id, stored, event.received_at)
         pushed: PushResult | None = None
         if streams:
             status, channel = EventStatus.LIVE, "stream"
@@ -134,7 +134,7 @@ class DeliveryWorkflow:
             pushes_ok=pushed.ok if pushed else 0,
         )
 
-    async def _deliver_live(self, user_id: str, stored: StoredEvent) -> int:
+    async def _deliver_live(self, user_id: str, stored: StoredEvent, received_at: str) -> int:
         holders = await workflow.execute_local_activity_method(
             EventActivities.find_stream_holders, HoldersInput(user_id), **DB_ACTIVITY
         )
@@ -143,7 +143,7 @@ class DeliveryWorkflow:
         attempts = [
             workflow.execute_activity(
                 "deliver_to_streams",
-                StreamDeliveryInput(user_id, stored.app_event, stored.seq),
+                StreamDeliveryInput(user_id, stored.app_event, stored.seq, received_at or None),
                 task_queue=task_queue,
                 result_type=StreamDeliveryResult,
                 **STREAM_ACTIVITY,
