@@ -50,6 +50,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         workflows=[DeliveryWorkflow, PushReceiptsWorkflow],
         activities=[
             events.store_event,
+            events.take_over_event,
             events.record_status,
             events.find_stream_holders,
             push.send_push,

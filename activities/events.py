@@ -21,6 +21,7 @@ from cortex.shared import (
     StatusResult,
     StoredEvent,
     StoreEventInput,
+    TakeOverInput,
 )
 
 
@@ -38,6 +39,15 @@ class EventActivities:
             stored.event_id,
             request.event.user_id,
             stored.owned,
+        )
+        return stored
+
+    @activity.defn
+    def take_over_event(self, request: TakeOverInput) -> StoredEvent:
+        with session_for(self._database_url) as session:
+            stored = events.take_over(session, request)
+        activity.logger.info(
+            "re-drive of event %s: %s", request.event_id, "taken" if stored.owned else stored.status
         )
         return stored
 

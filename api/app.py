@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from api import app_routes, ingest, ops, stream
+from api import app_routes, ingest, operators, ops, stream
 from api.errors import install_error_handlers
 from api.metrics import register_database_totals, unregister
 from api.stream_hub import StreamHub
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type", "last-event-id"],
         )
-    for module in (ingest, app_routes, stream, ops):
+    for module in (ingest, app_routes, stream, ops, operators):
         app.include_router(module.router)
     return app
 

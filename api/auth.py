@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import time
 from typing import Annotated
@@ -104,9 +106,25 @@ def require_api_key(
 def require_operator(
     request: Request, settings: Annotated[Settings, Depends(settings_of)]
 ) -> None:
-    offered = request.headers.get("x-operator-key") or _bearer(request)
+    offered = request.headers.get("x-operator-key") or _bearer(request) or _basic_password(request)
     if not _key_matches(offered, settings.operator_keys):
-        raise _unauthorized("missing or unknown operator key")
+        # Basic lets a browser ask for the key when an operator opens the dashboard.
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or unknown operator key",
+            headers={"WWW-Authenticate": 'Basic realm="cortex operators"'},
+        )
+
+
+def _basic_password(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode().partition(":")[2] or None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def issue_token(settings: Settings, user_id: str, ttl_seconds: int = 24 * 3600) -> str:

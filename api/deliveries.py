@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from cortex.shared import (
     DELIVERY_WORKFLOW,
     DeliveryInput,
     NewEvent,
+    Redrive,
     delivery_workflow_id,
 )
 
@@ -40,7 +42,9 @@ def temporal_of(request: Request) -> Client:
     return client
 
 
-async def start_delivery(request: Request, event: NewEvent) -> Started:
+async def start_delivery(
+    request: Request, event: NewEvent, redrive: Redrive | None = None
+) -> Started:
     """Start the event's delivery workflow, once per idempotency key.
 
     Nothing is written to the database here: the workflow stores the event.
@@ -51,6 +55,11 @@ async def start_delivery(request: Request, event: NewEvent) -> Started:
     client = temporal_of(request)
     event.received_at = utcnow().isoformat()
     workflow_id = delivery_workflow_id(event.idempotency_key)
+    summary = f"{event.title} to {event.user_id}"
+    if redrive is not None:
+        # A new workflow per re-drive; the original keeps its own history.
+        workflow_id = f"{workflow_id}-redrive-{uuid.uuid4().hex[:8]}"
+        summary = f"re-drive of event {redrive.event_id}: {summary}"
     try:
         await client.start_workflow(
             DELIVERY_WORKFLOW,
@@ -58,13 +67,14 @@ async def start_delivery(request: Request, event: NewEvent) -> Started:
                 event=event,
                 ack_timeout_seconds=settings.ack_timeout_seconds,
                 receipt_delay_seconds=settings.receipt_delay_seconds,
+                redrive=redrive,
             ),
             id=workflow_id,
             task_queue=settings.task_queue,
             # A closed delivery is not started again: a repeated webhook after
             # the ACK must not deliver a second time.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"{event.title} to {event.user_id}"[:200],
+            static_summary=summary[:200],
             rpc_timeout=_RPC_TIMEOUT,
         )
     except WorkflowAlreadyStartedError:

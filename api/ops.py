@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.auth import AppSettings, require_operator
 from api.metrics import OPEN_STREAMS
-from cortex.db import engine_for, session_for
-from cortex.push_report import daily_push_report
+from cortex.db import engine_for
 
 router = APIRouter()
 
@@ -50,16 +48,6 @@ async def readyz(request: Request) -> JSONResponse:
 
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
-
-
-@router.get("/ops/push/daily", dependencies=[Depends(require_operator)])
-def push_daily(
-    settings: AppSettings, days: Annotated[int, Query(ge=1, le=90)] = 14
-) -> dict[str, Any]:
-    """Push reliability per day: sent, ok, errors by code, tokens deactivated,
-    and the share of pushed events the app later ACKed."""
-    with session_for(settings.database_url) as session:
-        return {"days": daily_push_report(session, days)}
 
 
 @router.get("/metrics")

@@ -6,6 +6,8 @@
     cortex-realtime token USER     a JWT for USER, signed with CORTEX_JWT_SECRET
     cortex-realtime send-sample    a signed sample Composio webhook to the running API
     cortex-realtime listen USER    print USER's stream, ACKing what arrives
+    cortex-realtime redrive ID     deliver an undelivered event again (operator)
+    cortex-realtime migrate        bring the database schema up to date
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -57,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--user", default="user-0001")
     sample.add_argument("--api", default=DEFAULT_API)
 
+    redrive = commands.add_parser("redrive", help="deliver an undelivered event again")
+    redrive.add_argument("event_id", type=int)
+    redrive.add_argument("--reason", default="operator re-drive from the CLI")
+    redrive.add_argument("--api", default=DEFAULT_API)
+
     listen = commands.add_parser("listen", help="print a user's stream")
     listen.add_argument("user")
     listen.add_argument("--api", default=DEFAULT_API)
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "api": _api,
         "token": _token,
         "send-sample": _send_sample,
+        "redrive": _redrive,
         "listen": _listen,
     }[args.command]
     return handler(args) or 0
@@ -221,7 +230,27 @@ def sample_webhook(user_id: str) -> tuple[dict[str, str], bytes]:
 
 def _send_sample(args: argparse.Namespace) -> int:
     headers, body = sample_webhook(args.user)
-    response = httpx.post(f"{args.api}/proactive/webhook", headers=headers, content=body)
+    return _report(lambda: httpx.post(f"{args.api}/proactive/webhook", headers=headers, content=body))
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    """Uses the first of CORTEX_OPERATOR_KEYS."""
+    operator = {"x-operator-key": get_settings().operator_keys[0]}
+    return _report(
+        lambda: httpx.post(
+            f"{args.api}/ops/events/{args.event_id}/redrive",
+            json={"reason": args.reason},
+            headers=operator,
+        )
+    )
+
+
+def _report(call: Callable[[], httpx.Response]) -> int:
+    try:
+        response = call()
+    except httpx.HTTPError as error:
+        print(f"cannot reach the API: {error}", file=sys.stderr)
+        return 1
     print(response.status_code, response.text)
     return 0 if response.is_success else 1
 

@@ -23,7 +23,7 @@ from cortex.models import (
     EventTransition,
     utcnow,
 )
-from cortex.shared import StatusResult, StoredEvent, StoreEventInput
+from cortex.shared import StatusResult, StoredEvent, StoreEventInput, TakeOverInput
 
 
 def store_event(session: Session, request: StoreEventInput) -> StoredEvent:
@@ -88,6 +88,35 @@ def _stored(event: Event, request: StoreEventInput) -> StoredEvent:
         event_id=event.id,  # type: ignore[arg-type]
         status=event.status,
         owned=event.workflow_run_id == request.workflow_run_id,
+        app_event=event.to_app(),
+        seq=event.seq,
+    )
+
+
+def take_over(session: Session, request: TakeOverInput) -> StoredEvent:
+    """Hand an undelivered event to a re-drive workflow: back to ``stored``,
+    owned by the new run. Anything but ``undelivered`` (an ACK came first)
+    leaves it alone and the re-drive ends."""
+    moved = transition(
+        session,
+        request.event_id,
+        EventStatus.STORED,
+        detail=f"re-drive: {request.reason}"[:500],
+    )
+    if moved.changed:
+        session.exec(  # type: ignore[call-overload]
+            update(Event)
+            .where(col(Event.id) == request.event_id)
+            .values(workflow_id=request.workflow_id, workflow_run_id=request.workflow_run_id)
+        )
+        session.commit()
+    event = session.get(Event, request.event_id)
+    assert event is not None
+    session.refresh(event)
+    return StoredEvent(
+        event_id=request.event_id,
+        status=event.status,
+        owned=moved.changed,
         app_event=event.to_app(),
         seq=event.seq,
     )

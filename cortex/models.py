@@ -31,6 +31,8 @@ class EventStatus(StrEnum):
 # The only moves an event may make (DESIGN.md section 3). ``acked`` has no way
 # out, so whatever order a timeout, a retry and an ACK arrive in, it stays.
 ALLOWED_FROM: dict[EventStatus, frozenset[EventStatus]] = {
+    # Only an operator's re-drive takes an undelivered event back to the start.
+    EventStatus.STORED: frozenset({EventStatus.UNDELIVERED}),
     EventStatus.LIVE: frozenset({EventStatus.STORED}),
     EventStatus.PUSHED: frozenset({EventStatus.STORED}),
     EventStatus.QUEUED: frozenset({EventStatus.STORED}),

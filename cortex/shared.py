@@ -43,10 +43,19 @@ class NewEvent:
 
 
 @dataclass
+class Redrive:
+    """An operator's order to deliver a stored, undelivered event again."""
+
+    event_id: int
+    reason: str = ""
+
+
+@dataclass
 class DeliveryInput:
     event: NewEvent
     ack_timeout_seconds: float
     receipt_delay_seconds: float
+    redrive: Redrive | None = None
 
 
 @dataclass
@@ -63,6 +72,14 @@ class StoreEventInput:
     event: NewEvent
     workflow_id: str
     workflow_run_id: str
+
+
+@dataclass
+class TakeOverInput:
+    event_id: int
+    workflow_id: str
+    workflow_run_id: str
+    reason: str
 
 
 @dataclass

@@ -67,6 +67,7 @@ async def harness(skipping_env: WorkflowEnvironment, tmp_db: str, expo: ExpoServ
             workflows=[DeliveryWorkflow, PushReceiptsWorkflow],
             activities=[
                 event_activities.store_event,
+                event_activities.take_over_event,
                 event_activities.record_status,
                 event_activities.find_stream_holders,
                 push_activities.send_push,

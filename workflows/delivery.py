@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         StatusInput,
         StoredEvent,
         StoreEventInput,
+        TakeOverInput,
         StreamDeliveryInput,
         StreamDeliveryResult,
     )
@@ -81,11 +82,22 @@ class DeliveryWorkflow:
         info = workflow.info()
         event = request.event
 
-        stored = await workflow.execute_local_activity_method(
-            EventActivities.store_event,
-            StoreEventInput(event, info.workflow_id, info.run_id),
-            **DB_ACTIVITY,
-        )
+        if request.redrive is None:
+            stored = await workflow.execute_local_activity_method(
+                EventActivities.store_event,
+                StoreEventInput(event, info.workflow_id, info.run_id),
+                **DB_ACTIVITY,
+            )
+        else:
+            # An operator re-drives an undelivered event: a regular activity,
+            # so the take-over shows in this workflow's history by name.
+            stored = await workflow.execute_activity_method(
+                EventActivities.take_over_event,
+                TakeOverInput(
+                    request.redrive.event_id, info.workflow_id, info.run_id, request.redrive.reason
+                ),
+                **DB_ACTIVITY,
+            )
         if not stored.owned:
             # Another delivery owns this event (a repeat after retention ran out).
             workflow.logger.info("event %s already delivered elsewhere", stored.event_id)
