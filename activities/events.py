@@ -39,6 +39,7 @@ class EventActivities:
             stored.event_id,
             request.event.user_id,
             stored.owned,
+            extra={"event_id": stored.event_id, "user_id": request.event.user_id},
         )
         return stored
 

@@ -158,6 +158,7 @@ class PushActivities:
             event.id,
             len(tickets),
             sum(t.ok for t in tickets),
+            extra={"event_id": event.id, "user_id": event.user_id},
         )
 
     def _settle_failed(

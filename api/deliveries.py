@@ -82,7 +82,12 @@ async def start_delivery(
     except RPCError as error:
         logger.warning("could not start delivery %s: %s", workflow_id, error.status)
         raise HTTPException(503, detail="delivery engine unavailable, retry later") from None
-    logger.info("delivery %s started for user %s", workflow_id, event.user_id)
+    logger.info(
+        "delivery %s started for user %s",
+        workflow_id,
+        event.user_id,
+        extra={"workflow_id": workflow_id, "user_id": event.user_id},
+    )
     return Started(workflow_id, duplicate=False)
 
 

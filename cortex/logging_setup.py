@@ -37,6 +37,18 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class TemporalIds(logging.Filter):
+    """Lift the workflow id that Temporal's loggers nest in their context to a
+    top-level ``workflow_id`` field, next to ``event_id`` and ``user_id``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for context in ("temporal_activity", "temporal_workflow"):
+            nested = getattr(record, context, None)
+            if isinstance(nested, dict) and "workflow_id" in nested:
+                record.workflow_id = nested["workflow_id"]
+        return True
+
+
 def configure_logging(log_format: str = "text", level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     if log_format == "json":
@@ -49,6 +61,7 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(RedactSecrets())
+    handler.addFilter(TemporalIds())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -101,7 +101,8 @@ async def test_metrics_and_json_logs_tell_what_happened_and_leak_nothing(stack: 
     }
     leaked = [name for name, value in secrets.items() if value in everything]
     assert not leaked, leaked
-    assert any(user in json.dumps(r) and "workflow" in json.dumps(r) for r in records)
+    stored = [r for r in records if r.get("event_id") == int(frame.id)]
+    assert stored and stored[0]["user_id"] == user and stored[0]["workflow_id"].startswith("event-")
 
 
 def publish(stack: Stack, user: str, n: int) -> None:
