@@ -9,27 +9,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from api.auth import issue_token
 from api.webhook_verifier import sign, signing_keys
-from cortex.devstack import free_port, installed_binary, wait_for_port
-from cortex.settings import Settings
+from cortex.devstack import installed_binary
+from cortex.stack_runner import ROOT, Process, Stack  # noqa: F401  (used by tests)
 from cortex.shared import SEARCH_ATTRIBUTES
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 COMPOSIO = FIXTURES / "composio"
 
@@ -108,112 +102,14 @@ def tmp_db(tmp_path: Path) -> str:
     return fresh_database_url(tmp_path)
 
 
-class Process:
-    """A child process of ours, with its output in a log file."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path):
-        self.name, self.command, self.env, self.log = name, command, env, log
-        self.popen: subprocess.Popen | None = None
-
-    def start(self) -> Process:
-        handle = open(self.log, "ab")  # noqa: SIM115 - closed with the process
-        self.popen = subprocess.Popen(
-            self.command, env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
-        )
-        return self
-
-    def signal(self, signum: int) -> None:
-        if self.popen and self.popen.poll() is None:
-            self.popen.send_signal(signum)
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.terminate()
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        if self.popen:
-            self.popen.wait()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-class Stack:
-    """Worker and API processes wired to one database and one Temporal."""
-
-    def __init__(self, workdir: Path, temporal_address: str, **overrides: Any):
-        self.workdir = workdir
-        self.task_queue = f"cortex-test-{uuid.uuid4().hex[:8]}"
-        values = {
-            "CORTEX_DATABASE_URL": fresh_database_url(workdir),
-            "CORTEX_TEMPORAL_ADDRESS": temporal_address,
-            "CORTEX_TASK_QUEUE": self.task_queue,
-            "CORTEX_ACK_TIMEOUT_SECONDS": "300",
-            "CORTEX_HEARTBEAT_SECONDS": "2",
-            "CORTEX_EXPO_BASE_URL": "http://127.0.0.1:9",
-            "CORTEX_RECEIPT_DELAY_SECONDS": "900",
-            "CORTEX_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-        }
-        values.update({f"CORTEX_{k.upper()}": str(v) for k, v in overrides.items()})
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}
-        self.env.update(values)
-        self.settings = Settings(**{k.removeprefix("CORTEX_").lower(): v for k, v in values.items()})
-        self.apis: list[tuple[Process, str]] = []
-        self.workers: list[Process] = []
-
-    def start_worker(self) -> Process:
-        process = Process(
-            "worker",
-            [sys.executable, "-m", "cortex.cli", "worker"],
-            self.env,
-            self.workdir / f"worker-{len(self.workers)}.log",
-        ).start()
-        self.workers.append(process)
-        deadline = time.monotonic() + 30
-        while "worker polling" not in process.output():
-            if process.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{process.output()}")
-            time.sleep(0.05)
-        return process
-
-    def start_api(self, env: dict[str, str] | None = None) -> str:
-        port = free_port()
-        process = Process(
-            "api",
-            [sys.executable, "-m", "cortex.cli", "api", "--port", str(port)],
-            {**self.env, **(env or {})},
-            self.workdir / f"api-{len(self.apis)}.log",
-        ).start()
-        url = f"http://127.0.0.1:{port}"
-        self.apis.append((process, url))
-        wait_for_port("127.0.0.1", port, timeout=30)
-        return url
-
-    def wait_ready(self, url: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while httpx.get(f"{url}/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"API at {url} not ready")
-            time.sleep(0.1)
-
-    def token(self, user_id: str) -> str:
-        return issue_token(self.settings, user_id)
-
-    def auth(self, user_id: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.token(user_id)}"}
-
-    def stop(self) -> None:
-        for process, _ in self.apis:
-            process.stop()
-        for process in self.workers:
-            process.stop()
+def new_stack(workdir: Path, dev_server: WorkflowEnvironment, **overrides: Any) -> Stack:
+    """A stack on the session's dev server, with its own fresh database."""
+    return Stack(
+        workdir,
+        dev_server.client.service_client.config.target_host,
+        fresh_database_url(workdir),
+        **overrides,
+    )
 
 
 @pytest.fixture
@@ -223,7 +119,7 @@ def make_stack(tmp_path: Path, dev_server: WorkflowEnvironment) -> Iterator[Call
     def make(**overrides: Any) -> Stack:
         workdir = tmp_path / f"stack-{len(stacks)}"
         workdir.mkdir()
-        stack = Stack(workdir, dev_server.client.service_client.config.target_host, **overrides)
+        stack = new_stack(workdir, dev_server, **overrides)
         stacks.append(stack)
         return stack
 

@@ -20,7 +20,7 @@ from cortex.shared import (
     ACK_SIGNAL,
     DeliveryResult,
 )
-from tests.harness import ACK_WINDOW, RECEIPT_DELAY, Harness
+from tests.harness import RECEIPT_DELAY, Harness
 from workflows.delivery import DeliveryWorkflow
 
 

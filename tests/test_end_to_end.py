@@ -21,7 +21,7 @@ from cortex.db import session_for
 from cortex.devstack import free_port
 from cortex.models import Event
 from cortex.shared import delivery_workflow_id
-from tests.conftest import COMPOSIO, Stack, gmail_webhook, signed_webhook, wait_until
+from tests.conftest import new_stack, COMPOSIO, Stack, gmail_webhook, signed_webhook, wait_until
 from tests.expo_server import ExpoServer
 from tests.sse_client import StreamReader
 
@@ -38,9 +38,9 @@ def expo() -> Iterator[ExpoServer]:
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, dev_server: WorkflowEnvironment, expo: ExpoServer
 ) -> AsyncIterator[Stack]:
-    stack = Stack(
+    stack = new_stack(
         tmp_path_factory.mktemp("e2e"),
-        dev_server.client.service_client.config.target_host,
+        dev_server,
         ack_timeout_seconds=ACK_WINDOW,
         expo_base_url=expo.url,
     )

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import Stack, gmail_webhook, signed_webhook, wait_until
+from tests.conftest import new_stack, Stack, gmail_webhook, signed_webhook, wait_until
 from tests.expo_server import ExpoServer
 from tests.sse_client import StreamReader
 
@@ -29,9 +29,9 @@ def expo() -> Iterator[ExpoServer]:
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, dev_server: WorkflowEnvironment, expo: ExpoServer
 ) -> AsyncIterator[Stack]:
-    stack = Stack(
+    stack = new_stack(
         tmp_path_factory.mktemp("ops"),
-        dev_server.client.service_client.config.target_host,
+        dev_server,
         log_format="json",
         ack_timeout_seconds=3,
         expo_base_url=expo.url,

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from cortex.db import session_for
 from cortex.models import StreamConnection
-from tests.conftest import Stack, wait_until
+from tests.conftest import new_stack, Stack, wait_until
 from tests.sse_client import StreamReader
 
 JS = Path(__file__).parent / "js"
@@ -33,9 +33,9 @@ EVENT_TYPES = ["connected", "cortex.test"]
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, dev_server: WorkflowEnvironment
 ) -> AsyncIterator[Stack]:
-    stack = Stack(
+    stack = new_stack(
         tmp_path_factory.mktemp("stream"),
-        dev_server.client.service_client.config.target_host,
+        dev_server,
         stream_max_per_user=6,
     )
     stack.start_worker()
