@@ -1,20 +1,24 @@
-"""A rate limit on Expo sends shared by every worker: a counter per second in
-the database, reserved with one conditional upsert, so two workers can never
-together exceed the limit in any wall-clock second."""
+"""A rate limit on Expo sends shared by every worker: a sliding one-second
+log of reservations in the database. A worker writes its reservation, sums
+the last second, and keeps it only if the sum is within the limit; writers
+are serialised (SQLite's write lock, a PostgreSQL advisory lock), so no
+one-second window, wherever it starts, ever holds more than the limit."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, func, insert, select, text
 from sqlmodel import col
 
 from cortex.db import engine_for
-from cortex.models import PushRateWindow
+from cortex.models import PushReservation
 
-KEEP_WINDOWS_SECONDS = 120
+WINDOW_SECONDS = 1.0
+RETRY_SECONDS = 0.02
+# Any fixed number: the advisory lock that serialises reservations on PostgreSQL.
+RESERVATION_LOCK_KEY = 7_310_513
 
 
 class PushRateLimiter:
@@ -28,34 +32,34 @@ class PushRateLimiter:
         self._engine = engine_for(database_url)
         self.per_second = per_second
         self._clock, self._sleep = clock, sleep
-        dialect = self._engine.dialect.name
-        self._insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
 
     def acquire(self, count: int, on_wait: Callable[[], None] | None = None) -> None:
-        """Block until ``count`` notifications fit in the current second."""
+        """Block until ``count`` notifications fit in the last second."""
         if count > self.per_second:
             raise ValueError(f"cannot send {count} at once under {self.per_second}/s")
-        while not self._reserve(int(self._clock()), count):
+        while not self._reserve(count):
             if on_wait is not None:
                 on_wait()
-            self._sleep(1 - self._clock() % 1 + 0.001)
+            self._sleep(RETRY_SECONDS)
 
-    def _reserve(self, second: int, count: int) -> bool:
-        table = PushRateWindow.__table__  # type: ignore[attr-defined]
-        statement = self._insert(table).values(second=second, sent=count)
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.second],
-            set_={"sent": table.c.sent + statement.excluded.sent},
-            where=table.c.sent + statement.excluded.sent <= self.per_second,
-        ).returning(table.c.sent)
+    def _reserve(self, count: int) -> bool:
+        now = self._clock()
+        table = PushReservation.__table__  # type: ignore[attr-defined]
         with self._engine.begin() as connection:
-            # A row comes back only when the insert or the guarded update ran
-            # (rowcount is not reliable for upserts across drivers).
-            reserved = connection.execute(statement).first() is not None
-            if reserved and second % 60 == 0:
+            if self._engine.dialect.name == "postgresql":
                 connection.execute(
-                    delete(PushRateWindow).where(
-                        col(PushRateWindow.second) < second - KEEP_WINDOWS_SECONDS
-                    )
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": RESERVATION_LOCK_KEY}
                 )
-        return reserved
+            # On SQLite this first write takes the database's write lock, so
+            # the sum below sees every other worker's committed reservations.
+            connection.execute(insert(table).values(at=now, count=count))
+            in_window = connection.execute(
+                select(func.sum(table.c.count)).where(table.c.at > now - WINDOW_SECONDS)
+            ).scalar_one()
+            if in_window > self.per_second:
+                connection.rollback()
+                return False
+            connection.execute(
+                delete(PushReservation).where(col(PushReservation.at) < now - 60)
+            )
+        return True

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import composio_events
 from api.auth import AppSettings, require_api_key
 from api.deliveries import Started, start_delivery
-from api.metrics import PUBLISHED, WEBHOOKS
 from api.errors import read_body
+from api.metrics import PUBLISHED, WEBHOOKS
 from api.webhook_verifier import WebhookVerificationError, verify
 from cortex.settings import Settings
 from cortex.shared import NewEvent

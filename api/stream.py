@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from datetime import datetime
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio

@@ -170,10 +170,11 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-class PushRateWindow(SQLModel, table=True):
-    """Notifications handed to Expo in one wall-clock second, by all workers."""
+class PushReservation(SQLModel, table=True):
+    """Notifications a worker is about to hand to Expo, and when."""
 
-    __tablename__ = "push_rate_windows"
+    __tablename__ = "push_reservations"
 
-    second: int = Field(primary_key=True)
-    sent: int = 0
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)  # Unix time
+    count: int

@@ -21,8 +21,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.webhook_verifier import sign, signing_keys
 from cortex.devstack import installed_binary
-from cortex.stack_runner import ROOT, Process, Stack  # noqa: F401  (used by tests)
 from cortex.shared import SEARCH_ATTRIBUTES
+from cortex.stack_runner import ROOT, Process, Stack  # noqa: F401  (used by tests)
 
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 COMPOSIO = FIXTURES / "composio"

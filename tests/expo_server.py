@@ -45,6 +45,12 @@ class ExpoState:
     tickets: dict[str, str] = field(default_factory=dict)  # ticket id -> token
     receipt_requests: list[list[str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Like Expo: refuse a request (429) that would pass this many
+    # notifications in one wall-clock second.
+    per_second_limit: int | None = None
+    accepted_per_second: dict[int, int] = field(default_factory=dict)
+    accepted_log: list[tuple[float, int]] = field(default_factory=list)  # (time, messages)
+    rejected_429: int = 0
 
     def pushes_to(self, token: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -79,6 +85,16 @@ class _Handler(BaseHTTPRequestHandler):
         if scripted.body is not None or scripted.status != 200:
             self._reply_raw(scripted.status, scripted.body or b"{}")
             return
+        if state.per_second_limit is not None:
+            with state.lock:
+                second = int(time.time())
+                if state.accepted_per_second.get(second, 0) + len(messages) > state.per_second_limit:
+                    state.rejected_429 += 1
+                    limited = fixture_reply("send_rate_limited.json")
+                    self._reply_raw(limited.status, limited.body or b"{}")
+                    return
+                state.accepted_per_second[second] = state.accepted_per_second.get(second, 0) + len(messages)
+                state.accepted_log.append((time.time(), len(messages)))
         if len(messages) > 100:
             too_many = json.loads((FIXTURES / "expo" / "send_too_many.json").read_text())
             self._reply(too_many["http_status"], too_many["body"])

@@ -21,7 +21,14 @@ from cortex.db import session_for
 from cortex.devstack import free_port
 from cortex.models import Event
 from cortex.shared import delivery_workflow_id
-from tests.conftest import new_stack, COMPOSIO, Stack, gmail_webhook, signed_webhook, wait_until
+from tests.conftest import (
+    COMPOSIO,
+    Stack,
+    gmail_webhook,
+    new_stack,
+    signed_webhook,
+    wait_until,
+)
 from tests.expo_server import ExpoServer
 from tests.sse_client import StreamReader
 

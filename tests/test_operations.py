@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import new_stack, Stack, gmail_webhook, signed_webhook, wait_until
+from tests.conftest import Stack, gmail_webhook, new_stack, signed_webhook, wait_until
 from tests.expo_server import ExpoServer
 from tests.sse_client import StreamReader
 

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from cortex.db import session_for
 from cortex.models import StreamConnection
-from tests.conftest import new_stack, Stack, wait_until
+from tests.conftest import Stack, new_stack, wait_until
 from tests.sse_client import StreamReader
 
 JS = Path(__file__).parent / "js"

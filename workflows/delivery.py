@@ -35,9 +35,9 @@ with workflow.unsafe.imports_passed_through():
         StatusInput,
         StoredEvent,
         StoreEventInput,
-        TakeOverInput,
         StreamDeliveryInput,
         StreamDeliveryResult,
+        TakeOverInput,
     )
     from workflows.receipts import PushReceiptsWorkflow
 

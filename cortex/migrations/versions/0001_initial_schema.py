@@ -2,12 +2,11 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-03 17:47:45.744193
+Create Date: 2026-12-03 18:03:34.019834
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -44,11 +43,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_events_user_id'), ['user_id'], unique=False)
         batch_op.create_index('ix_events_user_status', ['user_id', 'status'], unique=False)
 
-    op.create_table('push_rate_windows',
-    sa.Column('second', sa.Integer(), nullable=False),
-    sa.Column('sent', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('second')
+    op.create_table('push_reservations',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('at', sa.Float(), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
     )
+    with op.batch_alter_table('push_reservations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_push_reservations_at'), ['at'], unique=False)
+
     op.create_table('push_tokens',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
@@ -146,7 +149,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_push_tokens_user_id'))
 
     op.drop_table('push_tokens')
-    op.drop_table('push_rate_windows')
+    with op.batch_alter_table('push_reservations', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_push_reservations_at'))
+
+    op.drop_table('push_reservations')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_user_status')
         batch_op.drop_index(batch_op.f('ix_events_user_id'))
