@@ -245,11 +245,13 @@ def test_trigger_disabled_notice_is_answered_2xx_and_ignored(stack: Stack) -> No
     assert db_events(stack, payload["data"]["user_id"]) == []
 
 
-def test_v2_slack_webhook_is_accepted(stack: Stack) -> None:
+async def test_v2_slack_webhook_becomes_an_event_for_its_user(stack: Stack) -> None:
     payload = json.loads((COMPOSIO / "v2_slack_receive_message.json").read_text())
     payload["data"]["user_id"] = user = new_user()
     response = post_webhook(stack, payload, webhook_id=f"msg_{uuid.uuid4()}")
     assert response.status_code == 202, response.text
+    [event] = await wait_until(lambda: db_events(stack, user), timeout=10)
+    assert (event.type, event.body, event.source) == ("slack.message", "test", "composio")
 
 
 @pytest.mark.parametrize(

@@ -366,7 +366,6 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_push
         try:
             await wait_until(lambda: open_streams(stack, user) == 1, timeout=10)
             big = "x" * 9_000
-            statuses = []
             for n in range(10):
                 assert publish(stack, user, title=f"big {n}", body=big).status_code == 202
                 await asyncio.sleep(0.5)
