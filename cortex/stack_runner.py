@@ -4,6 +4,8 @@ Temporal, for the test suite and the benchmarks: real processes, real TCP."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,3 +135,43 @@ class Stack:
             process.stop()
         for process in self.workers:
             process.stop()
+
+
+NGINX_CONF = ROOT / "deploy" / "nginx" / "cortex-realtime.conf"
+
+
+class Nginx:
+    """Debian's nginx running the documented config, pointed at our APIs."""
+
+    def __init__(self, workdir: Path, api_ports: list[int], port: int):
+        documented = NGINX_CONF.read_text()
+        servers = "".join(
+            f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in api_ports
+        )
+        site = re.sub(r"(    server 127\.0\.0\.1:\d+ [^\n]*\n)+", servers, documented)
+        site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+        assert site != documented
+        (workdir / "site.conf").write_text(site)
+        (workdir / "nginx.conf").write_text(
+            "worker_processes 1;\n"
+            f"error_log {workdir}/error.log warn;\n"
+            f"pid {workdir}/nginx.pid;\n"
+            "events { worker_connections 1024; }\n"
+            f"http {{ access_log off; include {workdir}/site.conf; }}\n"
+        )
+        self.command = [
+            shutil.which("nginx") or "/usr/sbin/nginx",
+            "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;",
+        ]
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Nginx:
+        self.process = subprocess.Popen(self.command, stderr=subprocess.PIPE)
+        wait_for_port("127.0.0.1", int(self.url.rsplit(":", 1)[1]), timeout=10)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)

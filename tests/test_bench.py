@@ -39,3 +39,12 @@ def test_push_harness(tmp_path: Path) -> None:
     push_throughput.run(events=3, tokens=10, workers=2, limit=600, folder=tmp_path)
     [row] = _written(tmp_path, "push_throughput", 1)["rows"]
     assert (row["notifications"], row["lost"], row["sent twice"], row["ok tickets"]) == (30, 0, 0, 30)
+
+
+async def test_recovery_harness(tmp_path: Path) -> None:
+    from bench import recovery
+
+    await recovery.run(users=4, per_user=2, folder=tmp_path)
+    [row] = _written(tmp_path, "recovery", 1)["rows"]
+    assert row["clients"] == row["open before kill"] == 8
+    assert (row["received once"], row["missing"], row["duplicates"]) == (8, 0, 0)

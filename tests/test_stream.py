@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from cortex.db import session_for
 from cortex.models import StreamConnection
+from cortex.stack_runner import Nginx
 from tests.conftest import Stack, new_stack, wait_until
 from tests.sse_client import StreamReader
 
@@ -224,48 +225,6 @@ def test_stream_ticket_opens_the_stream_and_nothing_else(stack: Stack) -> None:
         algorithm="HS256",
     )
     assert httpx.get(f"{stack.url}/v3/realtime/stream", params={"ticket": expired}).status_code == 401
-
-
-NGINX_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "cortex-realtime.conf"
-
-
-class Nginx:
-    """Debian's nginx running the documented config, pointed at our APIs."""
-
-    def __init__(self, workdir: Path, api_ports: list[int], port: int):
-        documented = NGINX_CONF.read_text()
-        servers = "".join(
-            f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in api_ports
-        )
-        site = re.sub(r"(    server 127\.0\.0\.1:\d+ [^\n]*\n)+", servers, documented)
-        site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-        assert site != documented
-        (workdir / "site.conf").write_text(site)
-        (workdir / "nginx.conf").write_text(
-            "worker_processes 1;\n"
-            f"error_log {workdir}/error.log warn;\n"
-            f"pid {workdir}/nginx.pid;\n"
-            "events { worker_connections 1024; }\n"
-            f"http {{ access_log off; include {workdir}/site.conf; }}\n"
-        )
-        self.command = [
-            shutil.which("nginx") or "/usr/sbin/nginx",
-            "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;",
-        ]
-        self.url = f"http://127.0.0.1:{port}"
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> Nginx:
-        self.process = subprocess.Popen(self.command, stderr=subprocess.PIPE)
-        from cortex.devstack import wait_for_port
-
-        wait_for_port("127.0.0.1", int(self.url.rsplit(":", 1)[1]), timeout=10)
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        self.process.wait(10)
 
 
 async def test_through_nginx_events_flow_and_survive_killing_an_api_process(
