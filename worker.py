@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
@@ -31,9 +32,30 @@ logger = logging.getLogger(__name__)
 MAX_CONCURRENT_ACTIVITIES = 64
 
 
-def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+WORKFLOWS = [DeliveryWorkflow, PushReceiptsWorkflow]
+
+
+def delivery_activities(
+    events: EventActivities, push: PushActivities
+) -> list[Callable]:
+    """Every activity the delivery workflows run on this worker's task queue."""
+    return [
+        events.store_event,
+        events.take_over_event,
+        events.record_status,
+        events.find_stream_holders,
+        push.send_push,
+        push.check_receipts,
+    ]
+
+
+def build_worker(
+    client: Client, settings: Settings, executor: ThreadPoolExecutor
+) -> Worker:
     engine_for(settings.database_url)
-    events = EventActivities(settings.database_url, holder_ttl_seconds=3 * settings.heartbeat_seconds)
+    events = EventActivities(
+        settings.database_url, holder_ttl_seconds=3 * settings.heartbeat_seconds
+    )
     push = PushActivities(
         settings.database_url,
         ExpoClient(
@@ -47,15 +69,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DeliveryWorkflow, PushReceiptsWorkflow],
-        activities=[
-            events.store_event,
-            events.take_over_event,
-            events.record_status,
-            events.find_stream_holders,
-            push.send_push,
-            push.check_receipts,
-        ],
+        workflows=WORKFLOWS,
+        activities=delivery_activities(events, push),
         activity_executor=executor,
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         max_concurrent_local_activities=MAX_CONCURRENT_ACTIVITIES,

@@ -48,7 +48,9 @@ class EventActivities:
         with session_for(self._database_url) as session:
             stored = events.take_over(session, request)
         activity.logger.info(
-            "re-drive of event %s: %s", request.event_id, "taken" if stored.owned else stored.status
+            "re-drive of event %s: %s",
+            request.event_id,
+            "taken" if stored.owned else stored.status,
         )
         return stored
 

@@ -72,7 +72,9 @@ class Receipt:
 
 
 class ExpoClient:
-    def __init__(self, base_url: str, access_token: str | None = None, timeout: float = 15):
+    def __init__(
+        self, base_url: str, access_token: str | None = None, timeout: float = 15
+    ):
         session = requests.Session()
         session.headers.update(
             {
@@ -83,14 +85,18 @@ class ExpoClient:
         )
         if access_token:
             session.headers["authorization"] = f"Bearer {access_token}"
-        self._sdk = PushClient(host=base_url.rstrip("/"), session=session, timeout=timeout)
+        self._sdk = PushClient(
+            host=base_url.rstrip("/"), session=session, timeout=timeout
+        )
 
     def send(self, messages: Sequence[dict[str, Any]]) -> list[Ticket]:
         """Send up to 100 messages in one request; tickets come back in order."""
         if len(messages) > MAX_MESSAGES_PER_REQUEST:
             raise ValueError("at most 100 messages per Expo request")
         sdk_messages = [_to_sdk_message(m) for m in messages]
-        tickets: list[PushTicket] = self._call(self._sdk._publish_internal, sdk_messages)
+        tickets: list[PushTicket] = self._call(
+            self._sdk._publish_internal, sdk_messages
+        )
         return [
             Ticket(
                 token=m["to"],
@@ -147,7 +153,9 @@ def _to_sdk_message(message: dict[str, Any]) -> _Message:
     )
 
 
-def _classify(response: requests.Response | None, errors: list[dict] | None) -> ExpoError:
+def _classify(
+    response: requests.Response | None, errors: list[dict] | None
+) -> ExpoError:
     status = response.status_code if response is not None else None
     code = (errors or [{}])[0].get("code") or f"HTTP_{status}"
     detail = (errors or [{}])[0].get("message") or "Expo request failed"

@@ -36,14 +36,20 @@ RETRYABLE_ERROR_TYPE = "ExpoUnavailable"
 PERMANENT_ERROR_TYPE = "ExpoRequestRejected"
 
 
-def build_message(event: Event, token: str, urgency: dict[str, PushOptions]) -> dict[str, Any]:
+def build_message(
+    event: Event, token: str, urgency: dict[str, PushOptions]
+) -> dict[str, Any]:
     options = urgency.get(event.urgency, urgency["normal"])
     message: dict[str, Any] = {
         "to": token,
         "title": event.title,
         "body": event.body,
         # The event id lets the app drop a push for an event it already has.
-        "data": {"eventId": str(event.id), "type": event.type, "urgency": event.urgency},
+        "data": {
+            "eventId": str(event.id),
+            "type": event.type,
+            "urgency": event.urgency,
+        },
         "priority": options.priority,
         "channelId": options.channel_id,
         "ttl": options.ttl,
@@ -128,7 +134,12 @@ class PushActivities:
             if row is not None and row.status in TRIED:
                 continue
             if row is None:
-                row = PushDelivery(event_id=event.id, user_id=event.user_id, token=token, status="sending")  # type: ignore[arg-type]
+                row = PushDelivery(
+                    event_id=event.id,
+                    user_id=event.user_id,
+                    token=token,
+                    status="sending",
+                )  # type: ignore[arg-type]
             row.status, row.updated_at = "sending", utcnow()
             session.add(row)
             pending.append(token)
@@ -215,7 +226,9 @@ class PushActivities:
         with session_for(self._database_url) as session:
             for receipt in receipts:
                 row = session.exec(
-                    select(PushDelivery).where(PushDelivery.ticket_id == receipt.ticket_id)
+                    select(PushDelivery).where(
+                        PushDelivery.ticket_id == receipt.ticket_id
+                    )
                 ).first()
                 if row is None:
                     continue
@@ -224,7 +237,9 @@ class PushActivities:
                 row.updated_at = utcnow()
                 session.add(row)
                 if receipt.error == "DeviceNotRegistered":
-                    deactivated += deactivate_token(session, row.token, "DeviceNotRegistered")
+                    deactivated += deactivate_token(
+                        session, row.token, "DeviceNotRegistered"
+                    )
             session.commit()
         return ReceiptsResult(
             checked=len(receipts),

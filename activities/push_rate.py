@@ -48,7 +48,8 @@ class PushRateLimiter:
         with self._engine.begin() as connection:
             if self._engine.dialect.name == "postgresql":
                 connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": RESERVATION_LOCK_KEY}
+                    text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": RESERVATION_LOCK_KEY},
                 )
             # On SQLite this first write takes the database's write lock, so
             # the sum below sees every other worker's committed reservations.

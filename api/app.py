@@ -48,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         totals = register_database_totals(settings.database_url)
         background = [
             asyncio.create_task(hub.keep_registered(), name="stream-registry"),
-            asyncio.create_task(_run_stream_worker(app, settings, hub), name="stream-worker"),
+            asyncio.create_task(
+                _run_stream_worker(app, settings, hub), name="stream-worker"
+            ),
         ]
         try:
             yield
@@ -89,7 +91,11 @@ async def _run_stream_worker(app: FastAPI, settings: Settings, hub: StreamHub) -
         try:
             client = await connect(settings)
         except Exception as error:  # noqa: BLE001 - any failure: try again
-            logger.warning("Temporal at %s not reachable (%s); retrying", settings.temporal_address, error)
+            logger.warning(
+                "Temporal at %s not reachable (%s); retrying",
+                settings.temporal_address,
+                error,
+            )
             await asyncio.sleep(TEMPORAL_RETRY_SECONDS)
     app.state.temporal = client
     worker = Worker(

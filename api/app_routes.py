@@ -37,7 +37,9 @@ class AckRequest(BaseModel):
             if isinstance(value.get("eventId"), int):
                 value["eventId"] = str(value["eventId"])
             if isinstance(value.get("eventIds"), list):
-                value["eventIds"] = [str(i) if isinstance(i, int) else i for i in value["eventIds"]]
+                value["eventIds"] = [
+                    str(i) if isinstance(i, int) else i for i in value["eventIds"]
+                ]
         return value
 
     @model_validator(mode="after")
@@ -51,7 +53,9 @@ class AckRequest(BaseModel):
 
 
 @router.post("/events/ack")
-async def ack(request: Request, body: AckRequest, user: CurrentUser, settings: AppSettings) -> dict[str, Any]:
+async def ack(
+    request: Request, body: AckRequest, user: CurrentUser, settings: AppSettings
+) -> dict[str, Any]:
     def record() -> events.AckOutcome:
         with session_for(settings.database_url) as session:
             return events.ack_events(session, user, body.ids())
@@ -74,9 +78,16 @@ def events_since(
 ) -> dict[str, Any]:
     with session_for(settings.database_url) as session:
         found = events.list_events(
-            session, user, after_id=int(last_event_id), limit=limit + 1, newest_first=False
+            session,
+            user,
+            after_id=int(last_event_id),
+            limit=limit + 1,
+            newest_first=False,
         )
-    return {"events": [e.to_app() for e in found[:limit]], "hasMore": len(found) > limit}
+    return {
+        "events": [e.to_app() for e in found[:limit]],
+        "hasMore": len(found) > limit,
+    }
 
 
 @router.get("/events")
@@ -112,7 +123,9 @@ class TokenRequest(BaseModel):
     @model_validator(mode="after")
     def _expo_token(self) -> TokenRequest:
         if not is_expo_token(self.token):
-            raise ValueError("token must look like ExponentPushToken[...] or ExpoPushToken[...]")
+            raise ValueError(
+                "token must look like ExponentPushToken[...] or ExpoPushToken[...]"
+            )
         return self
 
 
@@ -127,16 +140,24 @@ def _token_view(row: PushToken) -> dict[str, Any]:
 
 
 @router.post("/push/tokens", status_code=201)
-def register_token(body: TokenRequest, user: CurrentUser, settings: AppSettings, response: Response) -> dict[str, Any]:
+def register_token(
+    body: TokenRequest, user: CurrentUser, settings: AppSettings, response: Response
+) -> dict[str, Any]:
     with session_for(settings.database_url) as session:
-        row = session.exec(select(PushToken).where(PushToken.token == body.token)).first()
+        row = session.exec(
+            select(PushToken).where(PushToken.token == body.token)
+        ).first()
         if row is None:
             row = PushToken(user_id=user, token=body.token, platform=body.platform)
         else:
             response.status_code = 200
         # A registration is proof of a live device: it (re)activates the token
         # and moves it to whoever is signed in on that device now.
-        row.user_id, row.platform, row.device_name = user, body.platform, body.deviceName
+        row.user_id, row.platform, row.device_name = (
+            user,
+            body.platform,
+            body.deviceName,
+        )
         row.active, row.deactivated_at, row.deactivated_reason = True, None, None
         row.last_seen_at = utcnow()
         session.add(row)
@@ -149,7 +170,9 @@ def register_token(body: TokenRequest, user: CurrentUser, settings: AppSettings,
 def list_tokens(user: CurrentUser, settings: AppSettings) -> dict[str, Any]:
     with session_for(settings.database_url) as session:
         rows = session.exec(
-            select(PushToken).where(PushToken.user_id == user).order_by(col(PushToken.id))
+            select(PushToken)
+            .where(PushToken.user_id == user)
+            .order_by(col(PushToken.id))
         ).all()
     return {"tokens": [_token_view(r) for r in rows]}
 
@@ -171,7 +194,9 @@ def remove_token(
         raise HTTPException(422, detail="name the token to remove (query or body)")
     with session_for(settings.database_url) as session:
         row = session.exec(
-            select(PushToken).where(PushToken.token == value).where(PushToken.user_id == user)
+            select(PushToken)
+            .where(PushToken.token == value)
+            .where(PushToken.user_id == user)
         ).first()
         if row is None:
             raise HTTPException(404, detail="token not found")

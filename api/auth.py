@@ -29,7 +29,9 @@ def _bearer(request: Request) -> str | None:
 
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+        status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
     )
 
 
@@ -83,7 +85,12 @@ def stream_user(
 def issue_stream_ticket(settings: Settings, user_id: str) -> str:
     now = int(time.time())
     return jwt.encode(
-        {"sub": user_id, "aud": STREAM_AUDIENCE, "iat": now, "exp": now + settings.stream_ticket_seconds},
+        {
+            "sub": user_id,
+            "aud": STREAM_AUDIENCE,
+            "iat": now,
+            "exp": now + settings.stream_ticket_seconds,
+        },
         settings.jwt_secret,
         algorithm=JWT_ALGORITHM,
     )
@@ -106,7 +113,11 @@ def require_api_key(
 def require_operator(
     request: Request, settings: Annotated[Settings, Depends(settings_of)]
 ) -> None:
-    offered = request.headers.get("x-operator-key") or _bearer(request) or _basic_password(request)
+    offered = (
+        request.headers.get("x-operator-key")
+        or _bearer(request)
+        or _basic_password(request)
+    )
     if not _key_matches(offered, settings.operator_keys):
         # Basic lets a browser ask for the key when an operator opens the dashboard.
         raise HTTPException(
@@ -122,7 +133,10 @@ def _basic_password(request: Request) -> str | None:
     if scheme.lower() != "basic":
         return None
     try:
-        return base64.b64decode(value.strip(), validate=True).decode().partition(":")[2] or None
+        return (
+            base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            or None
+        )
     except (binascii.Error, UnicodeDecodeError):
         return None
 

@@ -64,7 +64,8 @@ def parse(payload: Any) -> TriggerEvent | Ignored:
         slug = kind.upper()
         user_id = data.get("user_id")
         ids = {
-            "connectedAccountId": data.get("connection_nano_id") or data.get("connection_id"),
+            "connectedAccountId": data.get("connection_nano_id")
+            or data.get("connection_id"),
             "triggerId": data.get("trigger_nano_id") or data.get("trigger_id"),
             "logId": payload.get("log_id"),
         }
@@ -112,7 +113,11 @@ def _describe(slug: str, data: dict[str, Any]) -> tuple[str, str, str, dict[str,
             "slack.message",
             "Slack message",
             text[:PREVIEW_CHARS],
-            {"channel": data.get("channel"), "ts": data.get("ts"), "user": data.get("user")},
+            {
+                "channel": data.get("channel"),
+                "ts": data.get("ts"),
+                "user": data.get("user"),
+            },
         )
     toolkit, _, rest = slug.partition("_")
     return (

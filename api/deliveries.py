@@ -81,7 +81,9 @@ async def start_delivery(
         return Started(workflow_id, duplicate=True)
     except RPCError as error:
         logger.warning("could not start delivery %s: %s", workflow_id, error.status)
-        raise HTTPException(503, detail="delivery engine unavailable, retry later") from None
+        raise HTTPException(
+            503, detail="delivery engine unavailable, retry later"
+        ) from None
     logger.info(
         "delivery %s started for user %s",
         workflow_id,
@@ -103,4 +105,3 @@ async def signal_ack(request: Request, workflow_id: str) -> None:
         )
     except RPCError as error:
         logger.debug("ack signal to %s not delivered: %s", workflow_id, error.status)
-

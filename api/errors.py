@@ -13,7 +13,9 @@ logger = logging.getLogger(__name__)
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+        logger.error(
+            "unhandled error on %s %s", request.method, request.url.path, exc_info=error
+        )
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
 

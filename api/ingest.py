@@ -71,7 +71,11 @@ async def _composio_webhook(
         parsed = composio_events.parse(json.loads(body))
     except (ValueError, UnicodeDecodeError) as error:
         # json.JSONDecodeError and MalformedWebhook are both ValueErrors.
-        detail = str(error) if isinstance(error, composio_events.MalformedWebhook) else "body is not JSON"
+        detail = (
+            str(error)
+            if isinstance(error, composio_events.MalformedWebhook)
+            else "body is not JSON"
+        )
         raise HTTPException(422, detail=detail) from None
     if isinstance(parsed, composio_events.Ignored):
         logger.info("webhook %s ignored: %s", webhook_id, parsed.reason)
@@ -105,7 +109,9 @@ class PublishRequest(BaseModel):
     urgency: Literal["low", "normal", "high", "critical"] = "normal"
     data: dict[str, Any] = Field(default_factory=dict)
     source: str = Field(default="api", max_length=64, pattern=r"^[a-z0-9_\-]+$")
-    idempotency_key: str | None = Field(default=None, alias="idempotencyKey", pattern=KEY_PATTERN)
+    idempotency_key: str | None = Field(
+        default=None, alias="idempotencyKey", pattern=KEY_PATTERN
+    )
 
 
 @router.post("/v3/events", status_code=202, dependencies=[Depends(require_api_key)])
@@ -116,7 +122,9 @@ async def publish_event(
 ) -> dict[str, Any]:
     key = event.idempotency_key or idempotency_key
     if key is None:
-        raise HTTPException(422, detail="an idempotencyKey (body) or Idempotency-Key header is required")
+        raise HTTPException(
+            422, detail="an idempotencyKey (body) or Idempotency-Key header is required"
+        )
     if len(json.dumps(event.data)) > 64 * 1024:
         raise HTTPException(413, detail="data larger than 64 KiB")
     try:

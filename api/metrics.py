@@ -20,8 +20,14 @@ from cortex.db import session_for
 from cortex.models import Event, PushDelivery, PushToken
 
 OPEN_STREAMS = Gauge("cortex_open_streams", "SSE streams open on this API process")
-WEBHOOKS = Counter("cortex_webhooks", "Composio webhooks received, by outcome", ["result"])
-PUBLISHED = Counter("cortex_published_events", "Events published through the API, by outcome", ["result"])
+WEBHOOKS = Counter(
+    "cortex_webhooks", "Composio webhooks received, by outcome", ["result"]
+)
+PUBLISHED = Counter(
+    "cortex_published_events",
+    "Events published through the API, by outcome",
+    ["result"],
+)
 WEBHOOK_TO_STREAM = Histogram(
     "cortex_webhook_to_stream_seconds",
     "From the API accepting an event to a stream writing it",
@@ -39,14 +45,21 @@ class DatabaseTotals(Collector):
         self._database_url = database_url
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        events = GaugeMetricFamily("cortex_events", "Events by delivery status", labels=["status"])
+        events = GaugeMetricFamily(
+            "cortex_events", "Events by delivery status", labels=["status"]
+        )
         pushes = GaugeMetricFamily(
-            "cortex_pushes", "Pushes by result and Expo error code", labels=["status", "error"]
+            "cortex_pushes",
+            "Pushes by result and Expo error code",
+            labels=["status", "error"],
         )
         pending = GaugeMetricFamily(
-            "cortex_push_receipts_pending", "Accepted pushes whose receipt is not read yet"
+            "cortex_push_receipts_pending",
+            "Accepted pushes whose receipt is not read yet",
         )
-        tokens = GaugeMetricFamily("cortex_push_tokens", "Push tokens", labels=["active"])
+        tokens = GaugeMetricFamily(
+            "cortex_push_tokens", "Push tokens", labels=["active"]
+        )
         with session_for(self._database_url) as session:
             for status, count in session.exec(
                 select(Event.status, func.count()).group_by(Event.status)

@@ -47,7 +47,10 @@ async def redrive(
     if event is None:
         raise HTTPException(404, detail="event not found")
     if event.status != EventStatus.UNDELIVERED:
-        raise HTTPException(409, detail=f"only undelivered events are re-driven; this one is {event.status}")
+        raise HTTPException(
+            409,
+            detail=f"only undelivered events are re-driven; this one is {event.status}",
+        )
     started = await start_delivery(
         request,
         NewEvent(
@@ -66,7 +69,9 @@ async def redrive(
 
 
 @router.get("/push/daily")
-def push_daily(settings: AppSettings, days: Annotated[int, Query(ge=1, le=90)] = 14) -> dict[str, Any]:
+def push_daily(
+    settings: AppSettings, days: Annotated[int, Query(ge=1, le=90)] = 14
+) -> dict[str, Any]:
     """Push reliability per day: sent, ok, errors by code, tokens deactivated,
     and the share of pushed events the app later ACKed."""
     with session_for(settings.database_url) as session:

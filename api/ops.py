@@ -16,7 +16,6 @@ from cortex.db import engine_for
 router = APIRouter()
 
 
-
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -27,7 +26,9 @@ async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, Any] = {}
 
     def database() -> None:
-        with engine_for(request.app.state.settings.database_url).connect() as connection:
+        with engine_for(
+            request.app.state.settings.database_url
+        ).connect() as connection:
             connection.execute(text("SELECT 1"))
 
     try:
@@ -47,7 +48,9 @@ async def readyz(request: Request) -> JSONResponse:
             checks["temporal"] = f"down: {type(error).__name__}"
 
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"ready": ready, "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")

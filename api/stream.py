@@ -48,7 +48,10 @@ def event_frame(app_event: dict[str, Any]) -> ServerSentEvent:
 @router.post("/v3/realtime/ticket")
 def stream_ticket(user: CurrentUser, settings: AppSettings) -> dict[str, Any]:
     """A short-lived ticket for ``?ticket=`` on the stream, for browsers."""
-    return {"ticket": issue_stream_ticket(settings, user), "expiresIn": settings.stream_ticket_seconds}
+    return {
+        "ticket": issue_stream_ticket(settings, user),
+        "expiresIn": settings.stream_ticket_seconds,
+    }
 
 
 @router.get("/v3/realtime/stream")
@@ -57,7 +60,9 @@ async def stream(
     user: StreamUser,
     settings: AppSettings,
     last_event_id_header: Annotated[str | None, Header(alias="last-event-id")] = None,
-    last_event_id_query: Annotated[str | None, Query(alias="lastEventId", max_length=40)] = None,
+    last_event_id_query: Annotated[
+        str | None, Query(alias="lastEventId", max_length=40)
+    ] = None,
 ) -> EventSourceResponse:
     hub: StreamHub = request.app.state.hub
     resume_from = last_event_id_header or last_event_id_query
@@ -84,7 +89,10 @@ async def _frames(
         await hub.register(stream)
         yield ServerSentEvent(
             data=json.dumps(
-                {"connectionId": stream.id, "heartbeatSeconds": settings.heartbeat_seconds}
+                {
+                    "connectionId": stream.id,
+                    "heartbeatSeconds": settings.heartbeat_seconds,
+                }
             ),
             event="connected",
             retry=RETRY_MILLISECONDS,
@@ -93,7 +101,9 @@ async def _frames(
             _replay, settings, stream.user_id, resume_from
         )
         if resync_reason is not None:
-            yield ServerSentEvent(data=json.dumps({"reason": resync_reason}), event="resync")
+            yield ServerSentEvent(
+                data=json.dumps({"reason": resync_reason}), event="resync"
+            )
         for event in replay:
             app_event = event.to_app()
             if stream.should_send(app_event["id"]):
@@ -101,7 +111,9 @@ async def _frames(
                 stream.mark_sent(app_event["id"])
         while True:
             gap_filler = functools.partial(_unacked_by_seq, settings)
-            for offer in await stream.next_in_order(settings.stream_reorder_seconds, gap_filler):
+            for offer in await stream.next_in_order(
+                settings.stream_reorder_seconds, gap_filler
+            ):
                 event_id = offer.app_event["id"]
                 if stream.should_send(event_id):
                     yield event_frame(offer.app_event)
@@ -145,7 +157,10 @@ async def _unacked_by_seq(
 ) -> dict[int, dict[str, Any]]:
     def read() -> dict[int, dict[str, Any]]:
         with session_for(settings.database_url) as session:
-            return {e.seq: e.to_app() for e in events.unacked_with_seqs(session, user_id, seqs)}
+            return {
+                e.seq: e.to_app()
+                for e in events.unacked_with_seqs(session, user_id, seqs)
+            }
 
     return await asyncio.to_thread(read)
 

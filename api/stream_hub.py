@@ -61,7 +61,9 @@ class Stream:
     _held: dict[int, Offer] = field(default_factory=dict)
     _hold_until: float = 0.0
 
-    async def next_in_order(self, hold_seconds: float, fill_gap: GapFiller) -> list[Offer]:
+    async def next_in_order(
+        self, hold_seconds: float, fill_gap: GapFiller
+    ) -> list[Offer]:
         """The next offers to write, in the user's order.
 
         Deliveries of one user's events run in parallel and may finish out of
@@ -78,9 +80,13 @@ class Stream:
                 offer = await asyncio.wait_for(self.queue.get(), wait)
             except TimeoutError:
                 # Every gap up to the newest held event, not only the first.
-                filled = await fill_gap(self.user_id, range(self.last_seq + 1, max(self._held)))
+                filled = await fill_gap(
+                    self.user_id, range(self.last_seq + 1, max(self._held))
+                )
                 for seq, app_event in filled.items():
-                    self._held.setdefault(seq, Offer(app_event, loop.create_future(), seq))
+                    self._held.setdefault(
+                        seq, Offer(app_event, loop.create_future(), seq)
+                    )
                 ready = [self._held.pop(seq) for seq in sorted(self._held)]
                 self.last_seq = max(self.last_seq, ready[-1].seq or 0)
                 return ready
@@ -99,7 +105,10 @@ class Stream:
             return ready
 
     def offer(
-        self, app_event: dict[str, Any], seq: int | None = None, received_at: str | None = None
+        self,
+        app_event: dict[str, Any],
+        seq: int | None = None,
+        received_at: str | None = None,
     ) -> asyncio.Future[bool]:
         """Queue an event; the future says whether it reached the socket."""
         event_id = app_event["id"]
@@ -217,7 +226,9 @@ class StreamHub:
         return sum(1 for f in futures if f.done() and f.result())
 
     @activity.defn(name="deliver_to_streams")
-    async def deliver_to_streams(self, request: StreamDeliveryInput) -> StreamDeliveryResult:
+    async def deliver_to_streams(
+        self, request: StreamDeliveryInput
+    ) -> StreamDeliveryResult:
         delivered = await self.deliver(
             request.user_id, request.app_event, request.seq, request.received_at
         )
@@ -237,21 +248,29 @@ class StreamHub:
 
     def _register(self, stream: Stream) -> None:
         with session_for(self._database_url) as session:
-            session.merge(StreamHolder(task_queue=self.task_queue, last_seen_at=utcnow()))
+            session.merge(
+                StreamHolder(task_queue=self.task_queue, last_seen_at=utcnow())
+            )
             session.add(
-                StreamConnection(id=stream.id, user_id=stream.user_id, task_queue=self.task_queue)
+                StreamConnection(
+                    id=stream.id, user_id=stream.user_id, task_queue=self.task_queue
+                )
             )
             session.commit()
 
     def _unregister(self, stream_id: str) -> None:
         with session_for(self._database_url) as session:
-            session.exec(delete(StreamConnection).where(col(StreamConnection.id) == stream_id))  # type: ignore[call-overload]
+            session.exec(
+                delete(StreamConnection).where(col(StreamConnection.id) == stream_id)
+            )  # type: ignore[call-overload]
             session.commit()
 
     def _refresh(self) -> None:
         stale_before = utcnow() - timedelta(seconds=10 * self._heartbeat)
         with session_for(self._database_url) as session:
-            session.merge(StreamHolder(task_queue=self.task_queue, last_seen_at=utcnow()))
+            session.merge(
+                StreamHolder(task_queue=self.task_queue, last_seen_at=utcnow())
+            )
             stale = session.exec(
                 StreamHolder.__table__.select().where(  # type: ignore[attr-defined]
                     col(StreamHolder.last_seen_at) < stale_before
@@ -268,5 +287,11 @@ class StreamHub:
 
     @staticmethod
     def _delete_holder(session: Any, task_queue: str) -> None:
-        session.exec(delete(StreamConnection).where(col(StreamConnection.task_queue) == task_queue))
-        session.exec(delete(StreamHolder).where(col(StreamHolder.task_queue) == task_queue))
+        session.exec(
+            delete(StreamConnection).where(
+                col(StreamConnection.task_queue) == task_queue
+            )
+        )
+        session.exec(
+            delete(StreamHolder).where(col(StreamHolder.task_queue) == task_queue)
+        )

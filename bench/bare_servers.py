@@ -21,10 +21,12 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-async def _raw_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, heartbeat: float) -> None:
+async def _raw_client(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, heartbeat: float
+) -> None:
     try:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(HEADERS + _chunk(b'event: connected\r\ndata: {}\r\n\r\n'))
+        writer.write(HEADERS + _chunk(b"event: connected\r\ndata: {}\r\n\r\n"))
         while True:
             await asyncio.sleep(heartbeat)
             writer.write(_chunk(b": heartbeat\r\n\r\n"))
@@ -58,7 +60,9 @@ def _sse_starlette(port: int, heartbeat: float) -> None:
             yield  # pragma: no cover
 
         return EventSourceResponse(
-            frames(), ping=heartbeat, ping_message_factory=lambda: ServerSentEvent(comment="heartbeat")
+            frames(),
+            ping=heartbeat,
+            ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
         )
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=4096)

@@ -54,12 +54,21 @@ class Report:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, plots: Sequence[tuple[str, str, str, dict[str, tuple[list, list]]]] = ()) -> Path:
+    def write(
+        self, plots: Sequence[tuple[str, str, str, dict[str, tuple[list, list]]]] = ()
+    ) -> Path:
         """Write ``<name>.json``, ``<name>.md`` and one PNG per plot
         (title, x label, y label, {series: (xs, ys)})."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        payload = {"benchmark": self.name, "machine": machine(), "rows": self.rows, **self.extra}
-        (self.folder / f"{self.name}.json").write_text(json.dumps(payload, indent=2, default=str))
+        payload = {
+            "benchmark": self.name,
+            "machine": machine(),
+            "rows": self.rows,
+            **self.extra,
+        }
+        (self.folder / f"{self.name}.json").write_text(
+            json.dumps(payload, indent=2, default=str)
+        )
         (self.folder / f"{self.name}.md").write_text(self.markdown())
         for index, (title, xlabel, ylabel, series) in enumerate(plots):
             figure, axes = plt.subplots(figsize=(7, 4))
@@ -107,7 +116,9 @@ class EmbeddedStack:
         self.temporal_port = free_port()
         self.temporal = Process(
             "temporal",
-            dev_server_command(workdir / "temporal.db", port=self.temporal_port, ui_port=None),
+            dev_server_command(
+                workdir / "temporal.db", port=self.temporal_port, ui_port=None
+            ),
             dict(os.environ),
             workdir / "temporal.log",
         )
@@ -141,7 +152,10 @@ def results_folder(base: str | None = None) -> Path:
 def git_revision() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

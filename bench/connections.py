@@ -70,7 +70,10 @@ async def _hold(port: int, pid: int, count: int, headers_for: Any) -> dict[str, 
     started = time.perf_counter()
     for start in range(0, count, 200):  # connect in waves, as phones would
         batch = clients[start : start + 200]
-        tasks += [asyncio.create_task(c.run(port, headers_for(start + i))) for i, c in enumerate(batch)]
+        tasks += [
+            asyncio.create_task(c.run(port, headers_for(start + i)))
+            for i, c in enumerate(batch)
+        ]
         await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in batch)), 60)
     connect_seconds = time.perf_counter() - started
     await asyncio.sleep(HEARTBEAT * WATCH_HEARTBEATS + 0.5)
@@ -113,18 +116,27 @@ async def _fanout(stack: EmbeddedStack, users: int) -> dict[str, Any]:
     names = [f"fan-{uuid.uuid4().hex[:6]}-{i}" for i in range(users)]
     clients = [IdleClient() for _ in names]
     tasks = [
-        asyncio.create_task(c.run(port, f"Authorization: Bearer {stack.stack.token(n)}\r\n"))
+        asyncio.create_task(
+            c.run(port, f"Authorization: Bearer {stack.stack.token(n)}\r\n")
+        )
         for c, n in zip(clients, names)
     ]
     await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), 120)
     key = {"x-api-key": stack.stack.settings.api_keys[0]}
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=50)) as http:
+    async with httpx.AsyncClient(
+        timeout=60, limits=httpx.Limits(max_connections=50)
+    ) as http:
         await asyncio.gather(
             *(
                 http.post(
                     f"{url}/v3/events",
-                    json={"userId": n, "type": "bench.fanout", "title": "hi", "idempotencyKey": n},
+                    json={
+                        "userId": n,
+                        "type": "bench.fanout",
+                        "title": "hi",
+                        "idempotencyKey": n,
+                    },
                     headers=key,
                 )
                 for n in names
@@ -152,10 +164,10 @@ async def run(counts: list[int], fanout_users: int, folder: Path) -> Report:
     _raise_file_limit()
     report = Report("connections", folder)
     with EmbeddedStack(
-        folder / "stack", heartbeat_seconds=HEARTBEAT, stream_max_per_process=max(counts) + fanout_users
+        folder / "stack",
+        heartbeat_seconds=HEARTBEAT,
+        stream_max_per_process=max(counts) + fanout_users,
     ) as stack:
-        api_process = stack.stack.apis[0][0].popen
-        port = int(stack.urls[0].rsplit(":", 1)[1])
         tokens = {}
 
         def ours(i: int) -> str:
@@ -164,17 +176,26 @@ async def run(counts: list[int], fanout_users: int, folder: Path) -> Report:
             return f"Authorization: Bearer {tokens[i]}\r\n"
 
         for count in counts:
-            row = await _hold(port, api_process.pid, count, ours)
+            # A fresh API process per count, as the references get: memory a
+            # process grew for an earlier count would hide the cost of this one.
+            url = stack.stack.start_api()
+            stack.stack.wait_ready(url, timeout=60)
+            process = stack.stack.apis[-1][0]
+            row = await _hold(int(url.rsplit(":", 1)[1]), process.popen.pid, count, ours)
             report.rows.append({"server": "cortex API", **row})
-            await asyncio.sleep(HEARTBEAT * 2)  # let the closed streams unregister
+            process.stop()
         fan = await _fanout(stack, fanout_users)
         report.extra["fanout"] = fan
         report.notes.append(
             f"one event to each of {fan['users']} users (through {fan['users']} delivery "
-            f"workflows): first {fan['first s']} s, median {fan['median s']} s, last {fan['last s']} s"
+            f"workflows): first {fan['first s']} s, median {fan['median s']} s, "
+            f"last {fan['last s']} s"
         )
 
-    for kind, label in (("sse-starlette", "bare sse-starlette"), ("raw", "raw asyncio")):
+    for kind, label in (
+        ("sse-starlette", "bare sse-starlette"),
+        ("raw", "raw asyncio"),
+    ):
         for count in counts:
             process, port = _reference(kind)
             try:
@@ -185,7 +206,10 @@ async def run(counts: list[int], fanout_users: int, folder: Path) -> Report:
             report.rows.append({"server": label, **row})
 
     series = {
-        label: (counts, [r["KB per stream"] for r in report.rows if r["server"] == label])
+        label: (
+            counts,
+            [r["KB per stream"] for r in report.rows if r["server"] == label],
+        )
         for label in ("cortex API", "bare sse-starlette", "raw asyncio")
     }
     report.write([("memory per idle stream", "streams held", "KB per stream", series)])
@@ -198,7 +222,9 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=500)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    report = asyncio.run(run(args.counts, args.fanout, Path(args.out) if args.out else results_folder()))
+    report = asyncio.run(
+        run(args.counts, args.fanout, Path(args.out) if args.out else results_folder())
+    )
     print(report.markdown())
     print(json.dumps(report.extra, indent=2))
 

@@ -35,15 +35,25 @@ from cortex.cli import sample_webhook
 DRAIN_SECONDS = 15
 
 
-async def _read_stream(url: str, headers: dict[str, str], arrived: dict[str, float], ready: asyncio.Event) -> None:
+async def _read_stream(
+    url: str, headers: dict[str, str], arrived: dict[str, float], ready: asyncio.Event
+) -> None:
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http:
-        async with aconnect_sse(http, "GET", f"{url}/v3/realtime/stream", headers=headers) as source:
+        async with aconnect_sse(
+            http, "GET", f"{url}/v3/realtime/stream", headers=headers
+        ) as source:
             async for frame in source.aiter_sse():
                 if frame.event == "connected":
                     ready.set()
                 elif frame.id and frame.data:
-                    arrived[json.loads(frame.data)["data"]["messageId"]] = time.perf_counter()
-                    await http.post(f"{url}/v3/events/ack", json={"eventId": frame.id}, headers=headers)
+                    arrived[json.loads(frame.data)["data"]["messageId"]] = (
+                        time.perf_counter()
+                    )
+                    await http.post(
+                        f"{url}/v3/events/ack",
+                        json={"eventId": frame.id},
+                        headers=headers,
+                    )
 
 
 async def _schedule(rate: float, seconds: float, send: Any) -> None:
@@ -58,7 +68,9 @@ async def _schedule(rate: float, seconds: float, send: Any) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _summarise(system: str, rate: float, sent: dict[str, float], arrived: dict[str, float]) -> dict[str, Any]:
+def _summarise(
+    system: str, rate: float, sent: dict[str, float], arrived: dict[str, float]
+) -> dict[str, Any]:
     latencies = [(arrived[k] - t) * 1000 for k, t in sent.items() if k in arrived]
     first = min(sent.values()) if sent else 0
     last = max((arrived[k] for k in sent if k in arrived), default=first)
@@ -68,21 +80,29 @@ def _summarise(system: str, rate: float, sent: dict[str, float], arrived: dict[s
         "sent": len(sent),
         "delivered": len(latencies),
         "lost": len(sent) - len(latencies),
-        "achieved/s": round(len(latencies) / (last - first), 1) if last > first else 0.0,
+        "achieved/s": round(len(latencies) / (last - first), 1)
+        if last > first
+        else 0.0,
         "p50 ms": round(percentile(latencies, 0.50), 1),
         "p95 ms": round(percentile(latencies, 0.95), 1),
         "p99 ms": round(percentile(latencies, 0.99), 1),
     }
 
 
-async def _ours(stack: EmbeddedStack, rates: list[float], seconds: float, users: int) -> list[dict[str, Any]]:
+async def _ours(
+    stack: EmbeddedStack, rates: list[float], seconds: float, users: int
+) -> list[dict[str, Any]]:
     url = stack.urls[0]
     arrived: dict[str, float] = {}
     names = [f"bench-{uuid.uuid4().hex[:6]}-{i}" for i in range(users)]
     readers = []
     for name in names:
         ready = asyncio.Event()
-        readers.append(asyncio.create_task(_read_stream(url, stack.stack.auth(name), arrived, ready)))
+        readers.append(
+            asyncio.create_task(
+                _read_stream(url, stack.stack.auth(name), arrived, ready)
+            )
+        )
         await asyncio.wait_for(ready.wait(), 10)
     rows = []
     async with httpx.AsyncClient(timeout=30) as http:
@@ -93,7 +113,9 @@ async def _ours(stack: EmbeddedStack, rates: list[float], seconds: float, users:
                 headers, body = sample_webhook(names[n % users])
                 message_id = json.loads(body)["data"]["message_id"]
                 sent[message_id] = time.perf_counter()
-                await http.post(f"{url}/proactive/webhook", headers=headers, content=body)
+                await http.post(
+                    f"{url}/proactive/webhook", headers=headers, content=body
+                )
 
             await _schedule(rate, seconds, send)
             deadline = time.monotonic() + DRAIN_SECONDS
@@ -105,9 +127,14 @@ async def _ours(stack: EmbeddedStack, rates: list[float], seconds: float, users:
     return rows
 
 
-async def _ceiling(address: str, rates: list[float], seconds: float) -> list[dict[str, Any]]:
+async def _ceiling(
+    address: str, rates: list[float], seconds: float
+) -> list[dict[str, Any]]:
     client = await Client.connect(address)
-    queue, live_queue = f"ceiling-{uuid.uuid4().hex[:6]}", f"ceiling-live-{uuid.uuid4().hex[:6]}"
+    queue, live_queue = (
+        f"ceiling-{uuid.uuid4().hex[:6]}",
+        f"ceiling-live-{uuid.uuid4().hex[:6]}",
+    )
     arrived: dict[str, float] = {}
 
     @activity.defn(name="deliver")
@@ -121,8 +148,11 @@ async def _ceiling(address: str, rates: list[float], seconds: float) -> list[dic
 
     rows = []
     with ThreadPoolExecutor(4):
-        async with Worker(client, task_queue=queue, workflows=[CeilingWorkflow], activities=[noop]), Worker(
-            client, task_queue=live_queue, activities=[deliver]
+        async with (
+            Worker(
+                client, task_queue=queue, workflows=[CeilingWorkflow], activities=[noop]
+            ),
+            Worker(client, task_queue=live_queue, activities=[deliver]),
         ):
             for rate in rates:
                 sent: dict[str, float] = {}
@@ -131,12 +161,17 @@ async def _ceiling(address: str, rates: list[float], seconds: float) -> list[dic
                     workflow_id = f"ceiling-{uuid.uuid4().hex}"
                     sent[workflow_id] = time.perf_counter()
                     await client.start_workflow(
-                        CeilingWorkflow.run, live_queue, id=workflow_id, task_queue=queue
+                        CeilingWorkflow.run,
+                        live_queue,
+                        id=workflow_id,
+                        task_queue=queue,
                     )
 
                 await _schedule(rate, seconds, send)
                 deadline = time.monotonic() + DRAIN_SECONDS
-                while any(k not in arrived for k in sent) and time.monotonic() < deadline:
+                while (
+                    any(k not in arrived for k in sent) and time.monotonic() < deadline
+                ):
                     await asyncio.sleep(0.1)
                 rows.append(_summarise("engine ceiling", rate, sent, arrived))
     return rows
@@ -149,7 +184,9 @@ async def run(rates: list[float], seconds: float, users: int, folder: Path) -> R
         ceiling = await _ceiling(stack.temporal_address, rates, seconds)
     for mine, engine in zip(ours, ceiling, strict=True):
         mine["share of ceiling"] = (
-            round(mine["achieved/s"] / engine["achieved/s"], 2) if engine["achieved/s"] else None
+            round(mine["achieved/s"] / engine["achieved/s"], 2)
+            if engine["achieved/s"]
+            else None
         )
         engine["share of ceiling"] = 1.0
         report.rows += [mine, engine]
@@ -158,7 +195,9 @@ async def run(rates: list[float], seconds: float, users: int, folder: Path) -> R
     report.extra["peak"] = {"cortex/s": best_ours, "ceiling/s": best_ceiling}
     report.notes.append(
         f"peak achieved: cortex {best_ours}/s, engine ceiling {best_ceiling}/s "
-        f"({best_ours / best_ceiling:.0%} of the ceiling)" if best_ceiling else "no ceiling measured"
+        f"({best_ours / best_ceiling:.0%} of the ceiling)"
+        if best_ceiling
+        else "no ceiling measured"
     )
     report.write(
         [
@@ -191,9 +230,18 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[5, 10, 20, 30])
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--users", type=int, default=10)
-    parser.add_argument("--out", default=None, help="results folder (default bench/results/<time>)")
+    parser.add_argument(
+        "--out", default=None, help="results folder (default bench/results/<time>)"
+    )
     args = parser.parse_args()
-    report = asyncio.run(run(args.rates, args.seconds, args.users, Path(args.out) if args.out else results_folder()))
+    report = asyncio.run(
+        run(
+            args.rates,
+            args.seconds,
+            args.users,
+            Path(args.out) if args.out else results_folder(),
+        )
+    )
     print(report.markdown())
 
 

@@ -36,12 +36,23 @@ def _seed(database_url: str, events: int, tokens: int) -> list[tuple[int, list[s
     with session_for(database_url) as session:
         for n in range(events):
             user = f"push-bench-{n}"
-            names = [f"ExponentPushToken[{uuid.uuid4().hex[:22]}]" for _ in range(tokens)]
-            session.add_all(PushToken(user_id=user, token=t, platform="android") for t in names)
+            names = [
+                f"ExponentPushToken[{uuid.uuid4().hex[:22]}]" for _ in range(tokens)
+            ]
+            session.add_all(
+                PushToken(user_id=user, token=t, platform="android") for t in names
+            )
             event = Event(
-                idempotency_key=f"bench:{uuid.uuid4()}", user_id=user, seq=1, type="bench.push",
-                title="Bench", body="push throughput", source="bench", workflow_id="w",
-                workflow_run_id="r", received_at=utcnow(),
+                idempotency_key=f"bench:{uuid.uuid4()}",
+                user_id=user,
+                seq=1,
+                type="bench.push",
+                title="Bench",
+                body="push throughput",
+                source="bench",
+                workflow_id="w",
+                workflow_run_id="r",
+                received_at=utcnow(),
             )
             session.add(event)
             session.flush()
@@ -51,28 +62,39 @@ def _seed(database_url: str, events: int, tokens: int) -> list[tuple[int, list[s
 
 
 def run(events: int, tokens: int, workers: int, limit: int, folder: Path) -> Report:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "push.db").unlink(missing_ok=True)
-    database_url = f"sqlite:///{folder / 'push.db'}"
+    scratch = folder / "push-scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "push.db").unlink(missing_ok=True)
+    database_url = f"sqlite:///{scratch / 'push.db'}"
     plan = _seed(database_url, events, tokens)
     report = Report("push_throughput", folder)
     with ExpoServer() as expo:
         expo.state.per_second_limit = limit
         pushers = [
-            PushActivities(database_url, ExpoClient(expo.url), PushRateLimiter(database_url, limit))
+            PushActivities(
+                database_url, ExpoClient(expo.url), PushRateLimiter(database_url, limit)
+            )
             for _ in range(workers)
         ]
 
         started = time.perf_counter()
         with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(_send, [(pushers[i % workers], plan[i][0]) for i in range(len(plan))]))
+            results = list(
+                pool.map(
+                    _send,
+                    [(pushers[i % workers], plan[i][0]) for i in range(len(plan))],
+                )
+            )
         seconds = time.perf_counter() - started
 
         sent = Counter(m["to"] for m in expo.state.sent)
         expected = {t for _, names in plan for t in names}
         per_second = sorted(expo.state.accepted_per_second.values())
         log = expo.state.accepted_log
-        sliding = max((sum(n for t, n in log if start <= t < start + 1) for start, _ in log), default=0)
+        sliding = max(
+            (sum(n for t, n in log if start <= t < start + 1) for start, _ in log),
+            default=0,
+        )
         report.rows.append(
             {
                 "notifications": len(expected),
@@ -120,7 +142,9 @@ def _send(job: tuple[PushActivities, int]) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=40)
-    parser.add_argument("--tokens", type=int, default=100, help="tokens per event's user")
+    parser.add_argument(
+        "--tokens", type=int, default=100, help="tokens per event's user"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=600)
     parser.add_argument("--out", default=None)

@@ -31,7 +31,7 @@ async def run(users: int, per_user: int, folder: Path) -> Report:
         folder / "stack", apis=2, heartbeat_seconds=5, stream_max_per_user=per_user + 5
     ) as stack:
         ports = [int(u.rsplit(":", 1)[1]) for u in stack.urls]
-        with Nginx(folder, ports, free_port()) as nginx:
+        with Nginx(folder / "nginx", ports, free_port()) as nginx:
             names = [f"rec-{uuid.uuid4().hex[:6]}-{i}" for i in range(users)]
             got: dict[int, list[str]] = {}
             reopened: dict[int, float] = {}
@@ -43,7 +43,11 @@ async def run(users: int, per_user: int, folder: Path) -> Report:
                     got[index] = []
 
                     def on_state(state: ConnectionState, index: int = index) -> None:
-                        if state == ConnectionState.OPEN and killed_at and index not in reopened:
+                        if (
+                            state == ConnectionState.OPEN
+                            and killed_at
+                            and index not in reopened
+                        ):
                             reopened[index] = time.perf_counter() - killed_at
 
                     clients.append(
@@ -57,10 +61,15 @@ async def run(users: int, per_user: int, folder: Path) -> Report:
                     )
             runs = []
             for start in range(0, len(clients), 100):
-                runs += [asyncio.create_task(c.run()) for c in clients[start : start + 100]]
+                runs += [
+                    asyncio.create_task(c.run()) for c in clients[start : start + 100]
+                ]
                 await asyncio.sleep(0.5)
             deadline = time.monotonic() + 120
-            while any(c.state != ConnectionState.OPEN for c in clients) and time.monotonic() < deadline:
+            while (
+                any(c.state != ConnectionState.OPEN for c in clients)
+                and time.monotonic() < deadline
+            ):
                 await asyncio.sleep(0.2)
             open_before = sum(c.state == ConnectionState.OPEN for c in clients)
             api_rss = [rss_bytes(p.popen.pid) for p, _ in stack.stack.apis]
@@ -70,11 +79,14 @@ async def run(users: int, per_user: int, folder: Path) -> Report:
             victim.kill()
             await asyncio.sleep(0.5)
             lost_connection = [
-                i for i, c in enumerate(clients) if c.state != ConnectionState.OPEN or i in reopened
+                i
+                for i, c in enumerate(clients)
+                if c.state != ConnectionState.OPEN or i in reopened
             ]
             deadline = time.monotonic() + 120
             while (
-                any(c.state != ConnectionState.OPEN for c in clients) and time.monotonic() < deadline
+                any(c.state != ConnectionState.OPEN for c in clients)
+                and time.monotonic() < deadline
             ):
                 await asyncio.sleep(0.1)
             all_back = time.perf_counter() - killed_at
@@ -85,7 +97,12 @@ async def run(users: int, per_user: int, folder: Path) -> Report:
                     *(
                         http.post(
                             f"{nginx.url}/v3/events",
-                            json={"userId": n, "type": "bench.recovery", "title": "after", "idempotencyKey": n},
+                            json={
+                                "userId": n,
+                                "type": "bench.recovery",
+                                "title": "after",
+                                "idempotencyKey": n,
+                            },
                             headers=key,
                         )
                         for n in names
@@ -93,7 +110,10 @@ async def run(users: int, per_user: int, folder: Path) -> Report:
                 )
             assert all(r.status_code == 202 for r in responses)
             deadline = time.monotonic() + 120
-            while any(len(box) < 1 for box in got.values()) and time.monotonic() < deadline:
+            while (
+                any(len(box) < 1 for box in got.values())
+                and time.monotonic() < deadline
+            ):
                 await asyncio.sleep(0.2)
             for client in clients:
                 await client.close()

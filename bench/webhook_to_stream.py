@@ -34,12 +34,16 @@ def measure(api: str, count: int) -> list[float]:
 
     def read() -> None:
         with httpx.Client(timeout=httpx.Timeout(10, read=None)) as client:
-            with connect_sse(client, "GET", f"{api}/v3/realtime/stream", headers=headers) as source:
+            with connect_sse(
+                client, "GET", f"{api}/v3/realtime/stream", headers=headers
+            ) as source:
                 for frame in source.iter_sse():
                     if frame.event == "connected":
                         connected.set()
                     elif frame.id and frame.data:
-                        arrived[json.loads(frame.data)["data"]["messageId"]] = time.perf_counter()
+                        arrived[json.loads(frame.data)["data"]["messageId"]] = (
+                            time.perf_counter()
+                        )
 
     threading.Thread(target=read, daemon=True).start()
     if not connected.wait(10):
@@ -51,7 +55,9 @@ def measure(api: str, count: int) -> list[float]:
             webhook_headers, body = sample_webhook(user)
             message_id = json.loads(body)["data"]["message_id"]
             sent = time.perf_counter()
-            response = client.post(f"{api}/proactive/webhook", headers=webhook_headers, content=body)
+            response = client.post(
+                f"{api}/proactive/webhook", headers=webhook_headers, content=body
+            )
             response.raise_for_status()
             deadline = time.monotonic() + 10
             while message_id not in arrived:

@@ -1,13 +1,13 @@
 """``cortex-realtime``: run the stack, its parts, and try it out.
 
-    cortex-realtime run            Temporal dev server + worker + API, Ctrl-C stops all
-    cortex-realtime worker         the delivery worker alone
-    cortex-realtime api            the API alone (uvicorn)
-    cortex-realtime token USER     a JWT for USER, signed with CORTEX_JWT_SECRET
-    cortex-realtime send-sample    a signed sample Composio webhook to the running API
-    cortex-realtime listen USER    print USER's stream, ACKing what arrives
-    cortex-realtime redrive ID     deliver an undelivered event again (operator)
-    cortex-realtime migrate        bring the database schema up to date
+cortex-realtime run            Temporal dev server + worker + API, Ctrl-C stops all
+cortex-realtime worker         the delivery worker alone
+cortex-realtime api            the API alone (uvicorn)
+cortex-realtime token USER     a JWT for USER, signed with CORTEX_JWT_SECRET
+cortex-realtime send-sample    a signed sample Composio webhook to the running API
+cortex-realtime listen USER    print USER's stream, ACKing what arrives
+cortex-realtime redrive ID     deliver an undelivered event again (operator)
+cortex-realtime migrate        bring the database schema up to date
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ DEFAULT_API = "http://127.0.0.1:8000"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cortex-realtime", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cortex-realtime", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="the whole embedded stack")
@@ -99,7 +101,14 @@ def _run(args: argparse.Namespace) -> int:
 
     def start(name: str, command: list[str]) -> None:
         logfile = open(data_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        children.append((name, subprocess.Popen(command, env=env, stdout=logfile, stderr=subprocess.STDOUT)))
+        children.append(
+            (
+                name,
+                subprocess.Popen(
+                    command, env=env, stdout=logfile, stderr=subprocess.STDOUT
+                ),
+            )
+        )
 
     def stop(*_: object, exit_code: int = 0) -> None:
         for name, child in reversed(children):
@@ -130,7 +139,16 @@ def _run(args: argparse.Namespace) -> int:
     start("worker", [sys.executable, "-m", "cortex.cli", "worker"])
     start(
         "api",
-        [sys.executable, "-m", "cortex.cli", "api", "--host", args.host, "--port", str(args.port)],
+        [
+            sys.executable,
+            "-m",
+            "cortex.cli",
+            "api",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ],
     )
     wait_for_port(args.host, args.port, timeout=60)
     base = f"http://{args.host}:{args.port}"
@@ -146,7 +164,9 @@ def _run(args: argparse.Namespace) -> int:
     while all(child.poll() is None for _, child in children):
         time.sleep(0.5)
     dead = [name for name, child in children if child.poll() is not None]
-    log.error("%s exited; stopping the stack (see its log in %s)", ", ".join(dead), data_dir)
+    log.error(
+        "%s exited; stopping the stack (see its log in %s)", ", ".join(dead), data_dir
+    )
     stop(exit_code=1)
     return 1
 
@@ -178,7 +198,9 @@ def _api(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
         log_config=None,  # keep ours: JSON on request, secrets redacted
     )
-    listener = stream_listening_socket(args.host, args.port, get_settings().heartbeat_seconds)
+    listener = stream_listening_socket(
+        args.host, args.port, get_settings().heartbeat_seconds
+    )
     uvicorn.Server(config).run(sockets=[listener])
     return 0
 
@@ -230,7 +252,11 @@ def sample_webhook(user_id: str) -> tuple[dict[str, str], bytes]:
 
 def _send_sample(args: argparse.Namespace) -> int:
     headers, body = sample_webhook(args.user)
-    return _report(lambda: httpx.post(f"{args.api}/proactive/webhook", headers=headers, content=body))
+    return _report(
+        lambda: httpx.post(
+            f"{args.api}/proactive/webhook", headers=headers, content=body
+        )
+    )
 
 
 def _redrive(args: argparse.Namespace) -> int:
@@ -264,17 +290,25 @@ def _listen(args: argparse.Namespace) -> int:
     token = issue_token(get_settings(), args.user)
 
     def show(event: dict) -> None:
-        print(f"{event['type']} id={event['id']} {json.dumps(event, ensure_ascii=False)}", flush=True)
+        print(
+            f"{event['type']} id={event['id']} {json.dumps(event, ensure_ascii=False)}",
+            flush=True,
+        )
 
     client = RealtimeClient(
         args.api,
         token,
         on_event=show,
         on_state=lambda state: print(f"-- {state}", flush=True),
-        on_resync=lambda reason: print(f"-- resync ({reason}): re-fetch the event list", flush=True),
+        on_resync=lambda reason: print(
+            f"-- resync ({reason}): re-fetch the event list", flush=True
+        ),
         ack=not args.no_ack,
     )
-    print(f"listening to {args.user}'s stream on {urlparse(args.api).netloc}; Ctrl-C stops", flush=True)
+    print(
+        f"listening to {args.user}'s stream on {urlparse(args.api).netloc}; Ctrl-C stops",
+        flush=True,
+    )
     try:
         asyncio.run(client.run())
     except KeyboardInterrupt:

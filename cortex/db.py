@@ -64,10 +64,14 @@ MIGRATION_LOCK_KEY = 7_310_512
 def engine_for(url: str) -> Engine:
     settings = get_settings()
     engine = make_engine(
-        url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
+        url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
     )
     migrate(engine)
-    logger.info("database ready at %s", make_url(url).render_as_string(hide_password=True))
+    logger.info(
+        "database ready at %s", make_url(url).render_as_string(hide_password=True)
+    )
     return engine
 
 
@@ -89,12 +93,16 @@ def migrate(engine: Engine) -> None:
 @contextmanager
 def _migration_lock(engine: Engine, connection: Connection) -> Iterator[None]:
     if engine.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        connection.execute(
+            text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+        )
         connection.commit()
         try:
             yield
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.execute(
+                text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
             connection.commit()
         return
     database = engine.url.database

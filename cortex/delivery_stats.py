@@ -17,7 +17,9 @@ TIMELINE_MINUTES = 60
 
 def delivery_stats(session: Session) -> dict[str, Any]:
     now = utcnow()
-    by_status = dict(session.exec(select(Event.status, func.count()).group_by(Event.status)).all())
+    by_status = dict(
+        session.exec(select(Event.status, func.count()).group_by(Event.status)).all()
+    )
     by_channel = Counter(
         {
             (channel or "none"): count
@@ -62,7 +64,11 @@ def delivery_stats(session: Session) -> dict[str, Any]:
         "generatedAt": now.isoformat(),
         "totalEvents": total,
         "byStatus": by_status,
-        "byChannel": {"stream": by_channel["stream"], "push": by_channel["push"], "none": by_channel["none"]},
+        "byChannel": {
+            "stream": by_channel["stream"],
+            "push": by_channel["push"],
+            "none": by_channel["none"],
+        },
         "undelivered": by_status.get("undelivered", 0),
         "acked": by_status.get("acked", 0),
         "ackLatencySeconds": {
@@ -71,16 +77,20 @@ def delivery_stats(session: Session) -> dict[str, Any]:
             "p90": _percentile(latencies, 0.90),
             "p99": _percentile(latencies, 0.99),
         },
-        "eventsLastMinute": sum(1 for created, _ in recent if created >= now - timedelta(minutes=1)),
+        "eventsLastMinute": sum(
+            1 for created, _ in recent if created >= now - timedelta(minutes=1)
+        ),
         "eventsLastHour": len(recent),
         "pushesSent": session.exec(
-            select(func.count()).select_from(PushDelivery).where(
-                col(PushDelivery.status).in_(("ok", "error", "unknown"))
-            )
+            select(func.count())
+            .select_from(PushDelivery)
+            .where(col(PushDelivery.status).in_(("ok", "error", "unknown")))
         ).one(),
         "pushErrors": push_errors,
         "tokensDeactivated": session.exec(
-            select(func.count()).select_from(PushToken).where(col(PushToken.active).is_(False))
+            select(func.count())
+            .select_from(PushToken)
+            .where(col(PushToken.active).is_(False))
         ).one(),
         "timeline": timeline,
     }
@@ -94,9 +104,16 @@ def _percentile(ordered: list[float], share: float) -> float | None:
 
 
 def _per_minute(rows: list[tuple[Any, str | None]], now: Any) -> list[dict[str, Any]]:
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=TIMELINE_MINUTES - 1)
+    start = now.replace(second=0, microsecond=0) - timedelta(
+        minutes=TIMELINE_MINUTES - 1
+    )
     buckets = [
-        {"minute": (start + timedelta(minutes=i)).strftime("%H:%M"), "stream": 0, "push": 0, "none": 0}
+        {
+            "minute": (start + timedelta(minutes=i)).strftime("%H:%M"),
+            "stream": 0,
+            "push": 0,
+            "none": 0,
+        }
         for i in range(TIMELINE_MINUTES)
     ]
     for created, channel in rows:

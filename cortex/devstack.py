@@ -22,12 +22,18 @@ def installed_binary(name: str) -> str:
         return str(beside_python)
     found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"{name} not found: is the project installed in this environment?")
+        raise FileNotFoundError(
+            f"{name} not found: is the project installed in this environment?"
+        )
     return found
 
 
 def dev_server_command(
-    db_file: Path, *, port: int = 7233, ui_port: int | None = 8233, namespace: str = "default"
+    db_file: Path,
+    *,
+    port: int = 7233,
+    ui_port: int | None = 8233,
+    namespace: str = "default",
 ) -> list[str]:
     command = [
         installed_binary("temporal"),
@@ -63,7 +69,9 @@ def wait_for_port(host: str, port: int, timeout: float = 60) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s") from None
+                raise TimeoutError(
+                    f"nothing listens on {host}:{port} after {timeout} s"
+                ) from None
             time.sleep(0.1)
 
 
@@ -73,7 +81,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def stream_listening_socket(host: str, port: int, heartbeat_seconds: float) -> socket.socket:
+def stream_listening_socket(
+    host: str, port: int, heartbeat_seconds: float
+) -> socket.socket:
     """The API's listening socket, tuned so a dead client is noticed quickly.
 
     Accepted connections inherit these options. TCP_USER_TIMEOUT aborts a
@@ -89,8 +99,12 @@ def stream_listening_socket(host: str, port: int, heartbeat_seconds: float) -> s
     if hasattr(socket, "TCP_USER_TIMEOUT"):
         timeout_ms = int(2 * heartbeat_seconds * 1000)
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(heartbeat_seconds)))
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(heartbeat_seconds)))
+        listener.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(heartbeat_seconds))
+        )
+        listener.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(heartbeat_seconds))
+        )
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
     listener.bind((host, port))
     listener.listen(2048)

@@ -42,7 +42,9 @@ def store_event(session: Session, request: StoreEventInput) -> StoredEvent:
         try:
             session.flush()
             session.add(
-                EventTransition(event_id=event.id, status=EventStatus.RECEIVED, at=event.received_at)
+                EventTransition(
+                    event_id=event.id, status=EventStatus.RECEIVED, at=event.received_at
+                )
             )
             session.add(EventTransition(event_id=event.id, status=EventStatus.STORED))
             session.commit()
@@ -71,7 +73,9 @@ def _new_event(request: StoreEventInput, seq: int) -> Event:
         status=EventStatus.STORED,
         workflow_id=request.workflow_id,
         workflow_run_id=request.workflow_run_id,
-        received_at=datetime.fromisoformat(new.received_at) if new.received_at else utcnow(),
+        received_at=datetime.fromisoformat(new.received_at)
+        if new.received_at
+        else utcnow(),
     )
 
 
@@ -80,7 +84,9 @@ def _next_seq(session: Session, user_id: str) -> int:
 
 
 def last_seq(session: Session, user_id: str) -> int | None:
-    return session.exec(select(func.max(Event.seq)).where(Event.user_id == user_id)).one()
+    return session.exec(
+        select(func.max(Event.seq)).where(Event.user_id == user_id)
+    ).one()
 
 
 def _stored(event: Event, request: StoreEventInput) -> StoredEvent:
@@ -107,7 +113,9 @@ def take_over(session: Session, request: TakeOverInput) -> StoredEvent:
         session.exec(  # type: ignore[call-overload]
             update(Event)
             .where(col(Event.id) == request.event_id)
-            .values(workflow_id=request.workflow_id, workflow_run_id=request.workflow_run_id)
+            .values(
+                workflow_id=request.workflow_id, workflow_run_id=request.workflow_run_id
+            )
         )
         session.commit()
     event = session.get(Event, request.event_id)
@@ -145,7 +153,9 @@ def transition(
     )
     changed = result.rowcount == 1
     if changed:
-        session.add(EventTransition(event_id=event_id, status=status, at=now, detail=detail))
+        session.add(
+            EventTransition(event_id=event_id, status=status, at=now, detail=detail)
+        )
     elif channel is not None:
         # The status moved on first (an ACK can beat the "live" record), but
         # which channel carried the event is still worth keeping.
@@ -179,7 +189,8 @@ def ack_events(session: Session, user_id: str, event_ids: list[str]) -> AckOutco
     newly = []
     for event in own:
         if event.status != EventStatus.ACKED:
-            if transition(session, event.id, EventStatus.ACKED, detail="app").changed:  # type: ignore[arg-type]
+            assert event.id is not None
+            if transition(session, event.id, EventStatus.ACKED, detail="app").changed:
                 session.refresh(event)
                 newly.append(event)
     return AckOutcome(

@@ -15,10 +15,16 @@ from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 SECRETS = [
-    (re.compile(r"((?:ticket|token|api_key|apikey|key)=)[^&\s\"']+", re.I), r"\1[redacted]"),
+    (
+        re.compile(r"((?:ticket|token|api_key|apikey|key)=)[^&\s\"']+", re.I),
+        r"\1[redacted]",
+    ),
     (re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\1[redacted]"),
     (re.compile(r"(Expo(?:nent)?PushToken)\[[^\]]*\]"), r"\1[redacted]"),
-    (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), "[redacted-jwt]"),
+    (
+        re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"),
+        "[redacted-jwt]",
+    ),
 ]
 
 
@@ -55,7 +61,11 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                rename_fields={
+                    "asctime": "time",
+                    "levelname": "level",
+                    "name": "logger",
+                },
             )
         )
     else:

@@ -14,13 +14,23 @@ SENT = ("ok", "error", "unknown")
 
 
 def daily_push_report(session: Session, days: int) -> list[dict[str, Any]]:
-    since = (utcnow() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = (utcnow() - timedelta(days=days - 1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
     rows: dict[date, dict[str, Any]] = defaultdict(
-        lambda: {"sent": 0, "ok": 0, "errors": Counter(), "tokensDeactivated": 0,
-                 "pushedEvents": 0, "pushedEventsAcked": 0}
+        lambda: {
+            "sent": 0,
+            "ok": 0,
+            "errors": Counter(),
+            "tokensDeactivated": 0,
+            "pushedEvents": 0,
+            "pushedEventsAcked": 0,
+        }
     )
 
-    for push in session.exec(select(PushDelivery).where(col(PushDelivery.created_at) >= since)):
+    for push in session.exec(
+        select(PushDelivery).where(col(PushDelivery.created_at) >= since)
+    ):
         day = rows[_day(push.created_at)]
         day["sent"] += push.status in SENT
         day["ok"] += push.status == "ok"
@@ -35,7 +45,9 @@ def daily_push_report(session: Session, days: int) -> list[dict[str, Any]]:
         rows[_day(token.deactivated_at)]["tokensDeactivated"] += 1  # type: ignore[arg-type]
 
     for event in session.exec(
-        select(Event).where(Event.channel == "push").where(col(Event.created_at) >= since)
+        select(Event)
+        .where(Event.channel == "push")
+        .where(col(Event.created_at) >= since)
     ):
         day = rows[_day(event.created_at)]
         day["pushedEvents"] += 1
@@ -44,7 +56,9 @@ def daily_push_report(session: Session, days: int) -> list[dict[str, Any]]:
     return [
         {
             "day": day.isoformat(),
-            **{k: (dict(v) if isinstance(v, Counter) else v) for k, v in values.items()},
+            **{
+                k: (dict(v) if isinstance(v, Counter) else v) for k, v in values.items()
+            },
             "ackedShare": (
                 round(values["pushedEventsAcked"] / values["pushedEvents"], 4)
                 if values["pushedEvents"]

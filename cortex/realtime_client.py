@@ -90,12 +90,18 @@ class RealtimeClient:
                 if self._closing:
                     break
                 self.failures += 1
-                logger.info("stream lost (%s); attempt %d", error or "closed", self.failures)
+                logger.info(
+                    "stream lost (%s); attempt %d", error or "closed", self.failures
+                )
                 degraded = self.failures >= self.failures_before_degraded
                 await self._set_state(
-                    ConnectionState.DEGRADED if degraded else ConnectionState.RECONNECTING
+                    ConnectionState.DEGRADED
+                    if degraded
+                    else ConnectionState.RECONNECTING
                 )
-                await asyncio.sleep(getattr(error, "retry_after", None) or self.backoff(self.failures))
+                await asyncio.sleep(
+                    getattr(error, "retry_after", None) or self.backoff(self.failures)
+                )
         await self._set_state(ConnectionState.CLOSED)
 
     async def close(self) -> None:
@@ -127,7 +133,9 @@ class RealtimeClient:
                     response=response,
                 )
                 retry_after = response.headers.get("retry-after", "")
-                error.retry_after = float(retry_after) if retry_after.isdigit() else None  # type: ignore[attr-defined]
+                error.retry_after = (
+                    float(retry_after) if retry_after.isdigit() else None
+                )  # type: ignore[attr-defined]
                 raise error
             self._response = response
             try:
@@ -136,7 +144,9 @@ class RealtimeClient:
             finally:
                 self._response = None
 
-    async def _on_frame(self, http: httpx.AsyncClient, kind: str, frame_id: str, data: str) -> None:
+    async def _on_frame(
+        self, http: httpx.AsyncClient, kind: str, frame_id: str, data: str
+    ) -> None:
         if not data:
             return  # a heartbeat comment that httpx-sse reports as an event
         if kind == "connected":

@@ -31,9 +31,15 @@ class PushOptions(BaseModel):
 # urgency -> Expo delivery options; override with CORTEX_PUSH_URGENCY (JSON).
 DEFAULT_PUSH_URGENCY = {
     "low": PushOptions(priority="normal", channel_id="low", sound=None, ttl=24 * 3600),
-    "normal": PushOptions(priority="default", channel_id="events", sound="default", ttl=3600),
-    "high": PushOptions(priority="high", channel_id="important", sound="default", ttl=3600),
-    "critical": PushOptions(priority="high", channel_id="critical", sound="default", ttl=600),
+    "normal": PushOptions(
+        priority="default", channel_id="events", sound="default", ttl=3600
+    ),
+    "high": PushOptions(
+        priority="high", channel_id="important", sound="default", ttl=3600
+    ),
+    "critical": PushOptions(
+        priority="high", channel_id="critical", sound="default", ttl=600
+    ),
 }
 
 
@@ -86,7 +92,9 @@ class Settings(BaseSettings):
 
     @field_validator("push_urgency")
     @classmethod
-    def _every_urgency_mapped(cls, value: dict[str, PushOptions]) -> dict[str, PushOptions]:
+    def _every_urgency_mapped(
+        cls, value: dict[str, PushOptions]
+    ) -> dict[str, PushOptions]:
         missing = set(DEFAULT_PUSH_URGENCY) - set(value)
         if missing:
             raise ValueError(f"push_urgency lacks {', '.join(sorted(missing))}")

@@ -33,7 +33,11 @@ class Process:
     def start(self) -> Process:
         handle = open(self.log, "ab")  # noqa: SIM115 - closed with the process
         self.popen = subprocess.Popen(
-            self.command, env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
+            self.command,
+            env=self.env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
         return self
 
@@ -85,7 +89,9 @@ class Stack:
         values.update({f"CORTEX_{k.upper()}": str(v) for k, v in overrides.items()})
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}
         self.env.update(values)
-        self.settings = Settings(**{k.removeprefix("CORTEX_").lower(): v for k, v in values.items()})
+        self.settings = Settings(
+            **{k.removeprefix("CORTEX_").lower(): v for k, v in values.items()}
+        )
         self.apis: list[tuple[Process, str]] = []
         self.workers: list[Process] = []
 
@@ -144,9 +150,12 @@ class Nginx:
     """Debian's nginx running the documented config, pointed at our APIs."""
 
     def __init__(self, workdir: Path, api_ports: list[int], port: int):
+        workdir = workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
         documented = NGINX_CONF.read_text()
         servers = "".join(
-            f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in api_ports
+            f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n"
+            for p in api_ports
         )
         site = re.sub(r"(    server 127\.0\.0\.1:\d+ [^\n]*\n)+", servers, documented)
         site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
@@ -156,12 +165,19 @@ class Nginx:
             "worker_processes 1;\n"
             f"error_log {workdir}/error.log warn;\n"
             f"pid {workdir}/nginx.pid;\n"
-            "events { worker_connections 1024; }\n"
+            # Each proxied stream holds two connections (client and upstream).
+            "worker_rlimit_nofile 16384;\n"
+            "events { worker_connections 8192; }\n"
             f"http {{ access_log off; include {workdir}/site.conf; }}\n"
         )
         self.command = [
             shutil.which("nginx") or "/usr/sbin/nginx",
-            "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;",
+            "-p",
+            str(workdir),
+            "-c",
+            str(workdir / "nginx.conf"),
+            "-g",
+            "daemon off;",
         ]
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None

@@ -46,7 +46,9 @@ def _runtime(metrics_address: str | None) -> Runtime:
             filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
             forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
         ),
-        metrics=PrometheusConfig(bind_address=metrics_address) if metrics_address else None,
+        metrics=PrometheusConfig(bind_address=metrics_address)
+        if metrics_address
+        else None,
     )
     return Runtime(telemetry=telemetry)
 

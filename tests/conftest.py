@@ -102,7 +102,9 @@ def tmp_db(tmp_path: Path) -> str:
     return fresh_database_url(tmp_path)
 
 
-def new_stack(workdir: Path, dev_server: WorkflowEnvironment, **overrides: Any) -> Stack:
+def new_stack(
+    workdir: Path, dev_server: WorkflowEnvironment, **overrides: Any
+) -> Stack:
     """A stack on the session's dev server, with its own fresh database."""
     return Stack(
         workdir,
@@ -112,8 +114,24 @@ def new_stack(workdir: Path, dev_server: WorkflowEnvironment, **overrides: Any) 
     )
 
 
+async def started_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    dev_server: WorkflowEnvironment,
+    name: str,
+    **overrides: Any,
+) -> Stack:
+    """A module's stack: worker and API started, API ready at ``stack.url``."""
+    stack = new_stack(tmp_path_factory.mktemp(name), dev_server, **overrides)
+    stack.start_worker()
+    stack.url = stack.start_api()
+    stack.wait_ready(stack.url)
+    return stack
+
+
 @pytest.fixture
-def make_stack(tmp_path: Path, dev_server: WorkflowEnvironment) -> Iterator[Callable[..., Stack]]:
+def make_stack(
+    tmp_path: Path, dev_server: WorkflowEnvironment
+) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
     def make(**overrides: Any) -> Stack:
@@ -138,7 +156,9 @@ def signed_webhook(
 ) -> tuple[dict[str, str], bytes]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     webhook_id = webhook_id or (
-        payload.get("id") if isinstance(payload, dict) and payload.get("id") else f"msg_{uuid.uuid4()}"
+        payload.get("id")
+        if isinstance(payload, dict) and payload.get("id")
+        else f"msg_{uuid.uuid4()}"
     )
     stamp = str(timestamp if timestamp is not None else int(time.time()))
     keys = signing_keys(secret)
@@ -155,7 +175,9 @@ def signed_webhook(
     )
 
 
-def gmail_webhook(user_id: str = "user-0001", webhook_id: str | None = None) -> dict[str, Any]:
+def gmail_webhook(
+    user_id: str = "user-0001", webhook_id: str | None = None
+) -> dict[str, Any]:
     """The Gmail fixture, for ``user_id``, under a fresh (or given) id."""
     payload = fixture_json("composio", "v3_gmail_new_message.json")
     payload["id"] = webhook_id or f"msg_{uuid.uuid4()}"

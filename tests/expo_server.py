@@ -38,9 +38,13 @@ class Scripted:
 @dataclass
 class ExpoState:
     sent: list[dict[str, Any]] = field(default_factory=list)  # accepted messages
-    requests: list[list[dict[str, Any]]] = field(default_factory=list)  # every send body
+    requests: list[list[dict[str, Any]]] = field(
+        default_factory=list
+    )  # every send body
     script: deque[Scripted] = field(default_factory=deque)
-    dead_tokens: set[str] = field(default_factory=set)  # ticket error DeviceNotRegistered
+    dead_tokens: set[str] = field(
+        default_factory=set
+    )  # ticket error DeviceNotRegistered
     dead_on_receipt: set[str] = field(default_factory=set)  # receipt says so
     tickets: dict[str, str] = field(default_factory=dict)  # ticket id -> token
     receipt_requests: list[list[str]] = field(default_factory=list)
@@ -49,7 +53,9 @@ class ExpoState:
     # notifications in one wall-clock second.
     per_second_limit: int | None = None
     accepted_per_second: dict[int, int] = field(default_factory=dict)
-    accepted_log: list[tuple[float, int]] = field(default_factory=list)  # (time, messages)
+    accepted_log: list[tuple[float, int]] = field(
+        default_factory=list
+    )  # (time, messages)
     rejected_429: int = 0
 
     def pushes_to(self, token: str) -> list[dict[str, Any]]:
@@ -71,7 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.startswith(RECEIPTS_PATH):
             self._receipts(payload)
         else:
-            self._reply(404, {"errors": [{"code": "NOT_FOUND", "message": "no such path"}]})
+            self._reply(
+                404, {"errors": [{"code": "NOT_FOUND", "message": "no such path"}]}
+            )
 
     def _send(self, messages: list[dict[str, Any]]) -> None:
         state = self.state
@@ -88,15 +96,22 @@ class _Handler(BaseHTTPRequestHandler):
         if state.per_second_limit is not None:
             with state.lock:
                 second = int(time.time())
-                if state.accepted_per_second.get(second, 0) + len(messages) > state.per_second_limit:
+                if (
+                    state.accepted_per_second.get(second, 0) + len(messages)
+                    > state.per_second_limit
+                ):
                     state.rejected_429 += 1
                     limited = fixture_reply("send_rate_limited.json")
                     self._reply_raw(limited.status, limited.body or b"{}")
                     return
-                state.accepted_per_second[second] = state.accepted_per_second.get(second, 0) + len(messages)
+                state.accepted_per_second[second] = state.accepted_per_second.get(
+                    second, 0
+                ) + len(messages)
                 state.accepted_log.append((time.time(), len(messages)))
         if len(messages) > 100:
-            too_many = json.loads((FIXTURES / "expo" / "send_too_many.json").read_text())
+            too_many = json.loads(
+                (FIXTURES / "expo" / "send_too_many.json").read_text()
+            )
             self._reply(too_many["http_status"], too_many["body"])
             return
         tickets = []
@@ -106,8 +121,14 @@ class _Handler(BaseHTTPRequestHandler):
                     tickets.append(
                         {
                             "status": "error",
-                            "message": f'"{message["to"]}" is not a registered push notification recipient',
-                            "details": {"error": "DeviceNotRegistered", "expoPushToken": message["to"]},
+                            "message": (
+                                f'"{message["to"]}" is not a registered push '
+                                "notification recipient"
+                            ),
+                            "details": {
+                                "error": "DeviceNotRegistered",
+                                "expoPushToken": message["to"],
+                            },
                         }
                     )
                     continue
@@ -132,7 +153,10 @@ class _Handler(BaseHTTPRequestHandler):
                     receipts[ticket_id] = {
                         "status": "error",
                         "message": "The recipient device is not registered with FCM.",
-                        "details": {"error": "DeviceNotRegistered", "expoPushToken": token},
+                        "details": {
+                            "error": "DeviceNotRegistered",
+                            "expoPushToken": token,
+                        },
                     }
                 else:
                     receipts[ticket_id] = {"status": "ok"}
@@ -174,4 +198,6 @@ class ExpoServer:
 def fixture_reply(name: str) -> Scripted:
     """A scripted answer taken from one of the shared Expo fixtures."""
     recorded = json.loads((FIXTURES / "expo" / name).read_text())
-    return Scripted(status=recorded["http_status"], body=json.dumps(recorded["body"]).encode())
+    return Scripted(
+        status=recorded["http_status"], body=json.dumps(recorded["body"]).encode()
+    )

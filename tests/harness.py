@@ -24,6 +24,7 @@ from cortex.models import Event, EventTransition, PushToken
 from cortex.shared import DeliveryInput, NewEvent, ReceiptsResult, delivery_workflow_id
 from cortex.temporal import ensure_search_attributes
 from tests.expo_server import ExpoServer
+from worker import WORKFLOWS, delivery_activities
 from workflows.delivery import DeliveryWorkflow
 from workflows.receipts import PushReceiptsWorkflow
 
@@ -64,15 +65,8 @@ async def harness(skipping_env: WorkflowEnvironment, tmp_db: str, expo: ExpoServ
         async with Worker(
             skipping_env.client,
             task_queue=task_queue,
-            workflows=[DeliveryWorkflow, PushReceiptsWorkflow],
-            activities=[
-                event_activities.store_event,
-                event_activities.take_over_event,
-                event_activities.record_status,
-                event_activities.find_stream_holders,
-                push_activities.send_push,
-                push_activities.check_receipts,
-            ],
+            workflows=WORKFLOWS,
+            activities=delivery_activities(event_activities, push_activities),
             activity_executor=executor,
         ):
             harness = Harness(skipping_env.client, task_queue, tmp_db, expo)
@@ -143,8 +137,8 @@ class Harness:
     def history(self, event_id: int) -> list[str]:
         with session_for(self.db) as session:
             rows = session.exec(
-                select(EventTransition).where(EventTransition.event_id == event_id).order_by(EventTransition.id)
+                select(EventTransition)
+                .where(EventTransition.event_id == event_id)
+                .order_by(EventTransition.id)
             ).all()
             return [r.status for r in rows]
-
-

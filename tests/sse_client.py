@@ -50,7 +50,9 @@ class StreamReader:
 
     async def _read(self) -> None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
-            async with aconnect_sse(client, "GET", self.url, headers=self.headers) as source:
+            async with aconnect_sse(
+                client, "GET", self.url, headers=self.headers
+            ) as source:
                 self.status = source.response.status_code
                 if self.status != 200:
                     self._arrived.set()
@@ -61,7 +63,9 @@ class StreamReader:
                         # heartbeat) once an id was seen, repeating that id;
                         # the WHATWG parser dispatches nothing without data.
                         continue
-                    self.frames.append(Frame(sse.event, sse.id, sse.data, time.perf_counter()))
+                    self.frames.append(
+                        Frame(sse.event, sse.id, sse.data, time.perf_counter())
+                    )
                     self._arrived.set()
 
     def events(self) -> list[Frame]:
@@ -82,7 +86,9 @@ class StreamReader:
                 raise AssertionError(f"stream ended (status {self.status}): {error!r}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no matching frame within {timeout} s: {self.frames}")
+                raise AssertionError(
+                    f"no matching frame within {timeout} s: {self.frames}"
+                )
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)

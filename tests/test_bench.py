@@ -30,15 +30,27 @@ async def test_latency_and_throughput_harness(tmp_path: Path) -> None:
 async def test_connections_harness(tmp_path: Path) -> None:
     await connections.run([20], 5, tmp_path)
     result = _written(tmp_path, "connections", 1)
-    assert {row["server"] for row in result["rows"]} == {"cortex API", "bare sse-starlette", "raw asyncio"}
-    assert all(row["streams"] == 20 and row["streams missing heartbeats"] == 0 for row in result["rows"])
+    assert {row["server"] for row in result["rows"]} == {
+        "cortex API",
+        "bare sse-starlette",
+        "raw asyncio",
+    }
+    assert all(
+        row["streams"] == 20 and row["streams missing heartbeats"] == 0
+        for row in result["rows"]
+    )
     assert result["fanout"]["arrived"] == 5
 
 
 def test_push_harness(tmp_path: Path) -> None:
     push_throughput.run(events=3, tokens=10, workers=2, limit=600, folder=tmp_path)
     [row] = _written(tmp_path, "push_throughput", 1)["rows"]
-    assert (row["notifications"], row["lost"], row["sent twice"], row["ok tickets"]) == (30, 0, 0, 30)
+    assert (
+        row["notifications"],
+        row["lost"],
+        row["sent twice"],
+        row["ok tickets"],
+    ) == (30, 0, 0, 30)
 
 
 async def test_recovery_harness(tmp_path: Path) -> None:

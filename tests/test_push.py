@@ -39,7 +39,9 @@ def active_tokens(harness: Harness) -> dict[str, bool]:
         return {t.token: t.active for t in session.exec(select(PushToken)).all()}
 
 
-async def test_mixed_tickets_deactivate_the_dead_token_for_good(harness: Harness) -> None:
+async def test_mixed_tickets_deactivate_the_dead_token_for_good(
+    harness: Harness,
+) -> None:
     alive, dead = tokens(2)
     for token in (alive, dead):
         harness.register_token("user-0001", token)
@@ -50,7 +52,10 @@ async def test_mixed_tickets_deactivate_the_dead_token_for_good(harness: Harness
 
     assert first.pushes_ok == 1 and first.channel == "push"
     assert active_tokens(harness) == {alive: True, dead: False}
-    assert [len(r) for r in harness.expo.state.requests] == [2, 1]  # dead one not used again
+    assert [len(r) for r in harness.expo.state.requests] == [
+        2,
+        1,
+    ]  # dead one not used again
     assert len(harness.expo.state.pushes_to(alive)) == 2
     assert second.pushes_ok == 1
 
@@ -85,20 +90,32 @@ async def test_transient_failures_are_retried_and_push_exactly_once(
 async def test_a_request_expo_rejects_for_good_is_not_retried(harness: Harness) -> None:
     harness.register_token("user-0001", tokens(1)[0])
     harness.expo.state.script.append(
-        Scripted(status=400, body=json.dumps({"errors": [{"code": "VALIDATION_ERROR", "message": "bad"}]}).encode())
+        Scripted(
+            status=400,
+            body=json.dumps(
+                {"errors": [{"code": "VALIDATION_ERROR", "message": "bad"}]}
+            ).encode(),
+        )
     )
 
     result = await (await harness.start()).result()
 
     assert len(harness.expo.state.requests) == 1
     assert result.channel is None  # queued, then undelivered
-    assert [(r.status, r.error) for r in push_rows(harness)] == [("failed", "VALIDATION_ERROR")]
+    assert [(r.status, r.error) for r in push_rows(harness)] == [
+        ("failed", "VALIDATION_ERROR")
+    ]
 
 
 async def test_credential_errors_are_not_retried(harness: Harness) -> None:
     harness.register_token("user-0001", tokens(1)[0])
     harness.expo.state.script.append(
-        Scripted(status=401, body=json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": "no"}]}).encode())
+        Scripted(
+            status=401,
+            body=json.dumps(
+                {"errors": [{"code": "UNAUTHORIZED", "message": "no"}]}
+            ).encode(),
+        )
     )
     await (await harness.start()).result()
     assert len(harness.expo.state.requests) == 1
@@ -114,7 +131,9 @@ async def test_250_tokens_go_out_in_chunks_of_at_most_100(harness: Harness) -> N
 
     assert sorted(len(r) for r in harness.expo.state.requests) == [50, 100, 100]
     assert result.pushes_ok == 250
-    assert Counter(m["to"] for m in harness.expo.state.sent) == Counter({t: 1 for t in many})
+    assert Counter(m["to"] for m in harness.expo.state.sent) == Counter(
+        {t: 1 for t in many}
+    )
 
 
 async def test_urgency_sets_priority_channel_and_event_id(harness: Harness) -> None:
@@ -186,10 +205,14 @@ def test_rate_limit_is_shared_by_all_workers(tmp_db: str) -> None:
 
     assert sum(sent_per_limiter) == 1800
     with session_for(tmp_db) as session:
-        reserved = [(r.at, r.count) for r in session.exec(select(PushReservation)).all()]
+        reserved = [
+            (r.at, r.count) for r in session.exec(select(PushReservation)).all()
+        ]
     assert sum(n for _, n in reserved) == 1800
     # No one-second window, wherever it starts, holds more than 600.
-    busiest = max(sum(n for t, n in reserved if start <= t < start + 1) for start, _ in reserved)
+    busiest = max(
+        sum(n for t, n in reserved if start <= t < start + 1) for start, _ in reserved
+    )
     assert busiest <= 600
     assert sends[-1][0] - sends[0][0] >= 2  # 1,800 at 600/s takes two seconds at least
 

@@ -6,7 +6,9 @@ from pydantic import ValidationError
 from cortex.settings import Settings
 
 
-def test_production_refuses_the_dev_only_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_refuses_the_dev_only_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("CORTEX_ENVIRONMENT", "production")
     with pytest.raises(ValidationError, match="CORTEX_JWT_SECRET"):
         Settings()
@@ -29,7 +31,12 @@ def test_urgency_table_is_configurable_and_must_cover_every_level(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     table = {
-        level: {"priority": "high", "channel_id": f"ch-{level}", "sound": None, "ttl": 60}
+        level: {
+            "priority": "high",
+            "channel_id": f"ch-{level}",
+            "sound": None,
+            "ttl": 60,
+        }
         for level in ("low", "normal", "high", "critical")
     }
     monkeypatch.setenv("CORTEX_PUSH_URGENCY", json.dumps(table))

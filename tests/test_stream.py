@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from cortex.db import session_for
 from cortex.models import StreamConnection
 from cortex.stack_runner import Nginx
-from tests.conftest import Stack, new_stack, wait_until
+from tests.conftest import Stack, started_stack, wait_until
 from tests.sse_client import StreamReader
 
 JS = Path(__file__).parent / "js"
@@ -34,14 +34,12 @@ EVENT_TYPES = ["connected", "cortex.test"]
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, dev_server: WorkflowEnvironment
 ) -> AsyncIterator[Stack]:
-    stack = new_stack(
-        tmp_path_factory.mktemp("stream"),
+    stack = await started_stack(
+        tmp_path_factory,
         dev_server,
+        "stream",
         stream_max_per_user=6,
     )
-    stack.start_worker()
-    stack.url = stack.start_api()
-    stack.wait_ready(stack.url)
     yield stack
     stack.stop()
 
@@ -59,13 +57,19 @@ def publish(stack: Stack, user: str, **fields: Any) -> httpx.Response:
         **fields,
     }
     return httpx.post(
-        f"{stack.url}/v3/events", json=body, headers={"x-api-key": stack.settings.api_keys[0]}
+        f"{stack.url}/v3/events",
+        json=body,
+        headers={"x-api-key": stack.settings.api_keys[0]},
     )
 
 
 def open_streams(stack: Stack, user: str) -> int:
     with session_for(stack.settings.database_url) as session:
-        return len(session.exec(select(StreamConnection).where(StreamConnection.user_id == user)).all())
+        return len(
+            session.exec(
+                select(StreamConnection).where(StreamConnection.user_id == user)
+            ).all()
+        )
 
 
 # --- a strict parser of the WHATWG event-stream format, for the raw bytes ---
@@ -114,7 +118,11 @@ async def record_raw(stack: Stack, user: str, until_events: int) -> bytes:
             assert response.status_code == 200
             async for chunk in response.aiter_raw():
                 chunks.append(chunk)
-                if b"".join(chunks).count(b"\r\nid: ") + b"".join(chunks).startswith(b"id: ") >= until_events:
+                if (
+                    b"".join(chunks).count(b"\r\nid: ")
+                    + b"".join(chunks).startswith(b"id: ")
+                    >= until_events
+                ):
                     break
     return b"".join(chunks)
 
@@ -133,39 +141,71 @@ async def run_node(script: str, *args: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
 
 
-async def test_chromium_node_eventsource_and_httpx_sse_read_the_same_events(stack: Stack) -> None:
+async def test_chromium_node_eventsource_and_httpx_sse_read_the_same_events(
+    stack: Stack,
+) -> None:
     user = new_user()
-    ticket = httpx.post(f"{stack.url}/v3/realtime/ticket", headers=stack.auth(user)).json()["ticket"]
+    ticket = httpx.post(
+        f"{stack.url}/v3/realtime/ticket", headers=stack.auth(user)
+    ).json()["ticket"]
     token = stack.token(user)
     awkward = [
         {"title": "two\nlines", "body": "ends with CRLF\r\n"},
-        {"title": "Grüße 🚀", "body": 'quotes " and \\ backslash', "urgency": "critical"},
-        {"title": "data: not a field", "body": "id: 999\n\nevent: fake", "data": {"nested": ["a", 1]}},
+        {
+            "title": "Grüße 🚀",
+            "body": 'quotes " and \\ backslash',
+            "urgency": "critical",
+        },
+        {
+            "title": "data: not a field",
+            "body": "id: 999\n\nevent: fake",
+            "data": {"nested": ["a", 1]},
+        },
         {"title": ": not a comment", "body": ""},
     ]
     wanted = str(1 + len(awkward))  # the connected frame, then the events
 
     clients = [
-        asyncio.create_task(run_node("node_eventsource.mjs", f"{stack.url}/v3/realtime/stream", token, wanted, *EVENT_TYPES)),
-        asyncio.create_task(run_node("chromium_eventsource.mjs", stack.url, ticket, wanted, *EVENT_TYPES)),
+        asyncio.create_task(
+            run_node(
+                "node_eventsource.mjs",
+                f"{stack.url}/v3/realtime/stream",
+                token,
+                wanted,
+                *EVENT_TYPES,
+            )
+        ),
+        asyncio.create_task(
+            run_node(
+                "chromium_eventsource.mjs", stack.url, ticket, wanted, *EVENT_TYPES
+            )
+        ),
         asyncio.create_task(record_raw(stack, user, len(awkward))),
     ]
-    async with StreamReader(f"{stack.url}/v3/realtime/stream", stack.auth(user)) as httpx_sse:
+    async with StreamReader(
+        f"{stack.url}/v3/realtime/stream", stack.auth(user)
+    ) as httpx_sse:
         await wait_until(lambda: open_streams(stack, user) == 4, timeout=30)
         for fields in awkward:
             assert publish(stack, user, **fields).status_code == 202
-            await httpx_sse.wait_for(lambda f, n=len(httpx_sse.events()): len(httpx_sse.events()) > n)
+            await httpx_sse.wait_for(
+                lambda f, n=len(httpx_sse.events()): len(httpx_sse.events()) > n
+            )
         node, chromium, raw = await asyncio.gather(*clients)
 
     strict = parse_strictly(raw)
-    as_httpx_sse = [{"type": f.event, "id": f.id, "data": f.data} for f in httpx_sse.frames]
+    as_httpx_sse = [
+        {"type": f.event, "id": f.id, "data": f.data} for f in httpx_sse.frames
+    ]
 
     def events(parsed: list[dict[str, str]]) -> list[dict[str, str]]:
         return [e for e in parsed if e["type"] != "connected"]
 
     assert len(events(strict)) == len(awkward)
     assert events(node) == events(chromium) == events(as_httpx_sse) == events(strict)
-    assert [json.loads(e["data"])["title"] for e in events(strict)] == [a["title"] for a in awkward]
+    assert [json.loads(e["data"])["title"] for e in events(strict)] == [
+        a["title"] for a in awkward
+    ]
     for parsed in (node, chromium, as_httpx_sse, strict):
         assert parsed[0]["type"] == "connected"
     assert b"retry: 3000" in raw
@@ -174,7 +214,9 @@ async def test_chromium_node_eventsource_and_httpx_sse_read_the_same_events(stac
 def test_stream_headers_stop_proxy_buffering_and_compression(stack: Stack) -> None:
     user = new_user()
     headers = {**stack.auth(user), "accept-encoding": "gzip, br"}
-    with httpx.stream("GET", f"{stack.url}/v3/realtime/stream", headers=headers, timeout=10) as response:
+    with httpx.stream(
+        "GET", f"{stack.url}/v3/realtime/stream", headers=headers, timeout=10
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["x-accel-buffering"] == "no"
         assert "no-cache" in response.headers["cache-control"]
@@ -183,7 +225,10 @@ def test_stream_headers_stop_proxy_buffering_and_compression(stack: Stack) -> No
 
 async def test_too_many_streams_get_429_with_retry_after(stack: Stack) -> None:
     user = new_user()
-    readers = [StreamReader(f"{stack.url}/v3/realtime/stream", stack.auth(user)) for _ in range(6)]
+    readers = [
+        StreamReader(f"{stack.url}/v3/realtime/stream", stack.auth(user))
+        for _ in range(6)
+    ]
     for reader in readers:
         await reader.__aenter__()
     try:
@@ -192,7 +237,9 @@ async def test_too_many_streams_get_429_with_retry_after(stack: Stack) -> None:
         assert int(refused.headers["retry-after"]) > 0
         assert "detail" in refused.json()
         # Another user is not affected by this user's cap.
-        async with StreamReader(f"{stack.url}/v3/realtime/stream", stack.auth(new_user())):
+        async with StreamReader(
+            f"{stack.url}/v3/realtime/stream", stack.auth(new_user())
+        ):
             pass
     finally:
         for reader in readers:
@@ -209,11 +256,17 @@ def test_stream_ticket_opens_the_stream_and_nothing_else(stack: Stack) -> None:
     assert issued.status_code == 200 and issued.json()["expiresIn"] == 60
     ticket = issued.json()["ticket"]
 
-    with httpx.stream("GET", f"{stack.url}/v3/realtime/stream", params={"ticket": ticket}, timeout=10) as ok:
+    with httpx.stream(
+        "GET", f"{stack.url}/v3/realtime/stream", params={"ticket": ticket}, timeout=10
+    ) as ok:
         assert ok.status_code == 200
-    as_bearer = httpx.get(f"{stack.url}/v3/events", headers={"authorization": f"Bearer {ticket}"})
+    as_bearer = httpx.get(
+        f"{stack.url}/v3/events", headers={"authorization": f"Bearer {ticket}"}
+    )
     assert as_bearer.status_code == 401
-    forged = httpx.get(f"{stack.url}/v3/realtime/stream", params={"ticket": stack.token(user)})
+    forged = httpx.get(
+        f"{stack.url}/v3/realtime/stream", params={"ticket": stack.token(user)}
+    )
     assert forged.status_code == 401  # an app token is not a stream ticket
     assert httpx.post(f"{stack.url}/v3/realtime/ticket").status_code == 401
 
@@ -224,7 +277,12 @@ def test_stream_ticket_opens_the_stream_and_nothing_else(stack: Stack) -> None:
         stack.settings.jwt_secret,
         algorithm="HS256",
     )
-    assert httpx.get(f"{stack.url}/v3/realtime/stream", params={"ticket": expired}).status_code == 401
+    assert (
+        httpx.get(
+            f"{stack.url}/v3/realtime/stream", params={"ticket": expired}
+        ).status_code
+        == 401
+    )
 
 
 async def test_through_nginx_events_flow_and_survive_killing_an_api_process(
@@ -255,10 +313,7 @@ async def test_through_nginx_events_flow_and_survive_killing_an_api_process(
         runs = [asyncio.create_task(c.run()) for c in clients]
         try:
             await wait_until(lambda: open_streams(stack, user) == 50, timeout=30)
-            holders = {
-                c.task_queue
-                for c in _connections(stack, user)
-            }
+            holders = {c.task_queue for c in _connections(stack, user)}
             assert len(holders) == 2, "nginx should spread the streams over both APIs"
 
             published: list[tuple[str, float]] = []
@@ -269,7 +324,12 @@ async def test_through_nginx_events_flow_and_survive_killing_an_api_process(
                 response = await asyncio.to_thread(
                     httpx.post,
                     f"{nginx.url}/v3/events",
-                    json={"userId": user, "type": "cortex.test", "title": f"#{n}", "idempotencyKey": f"nginx-{n}"},
+                    json={
+                        "userId": user,
+                        "type": "cortex.test",
+                        "title": f"#{n}",
+                        "idempotencyKey": f"nginx-{n}",
+                    },
                     headers={"x-api-key": stack.settings.api_keys[0]},
                     timeout=30,
                 )
@@ -277,7 +337,11 @@ async def test_through_nginx_events_flow_and_survive_killing_an_api_process(
                 published.append((response.json()["workflowId"], sent))
                 await asyncio.sleep(0.2)
 
-            await wait_until(lambda: all(len(box) >= 30 for box in received), timeout=60, interval=0.2)
+            await wait_until(
+                lambda: all(len(box) >= 30 for box in received),
+                timeout=60,
+                interval=0.2,
+            )
         finally:
             for client in clients:
                 await client.close()
@@ -294,7 +358,11 @@ async def test_through_nginx_events_flow_and_survive_killing_an_api_process(
 
 def _connections(stack: Stack, user: str) -> list[StreamConnection]:
     with session_for(stack.settings.database_url) as session:
-        return list(session.exec(select(StreamConnection).where(StreamConnection.user_id == user)).all())
+        return list(
+            session.exec(
+                select(StreamConnection).where(StreamConnection.user_id == user)
+            ).all()
+        )
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_pushed(
@@ -311,7 +379,11 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_push
         stack.wait_ready(url)
         user = new_user()
         token = f"ExponentPushToken[{uuid.uuid4().hex}]"
-        httpx.post(f"{url}/v3/push/tokens", json={"token": token, "platform": "ios"}, headers=stack.auth(user))
+        httpx.post(
+            f"{url}/v3/push/tokens",
+            json={"token": token, "platform": "ios"},
+            headers=stack.auth(user),
+        )
 
         # A phone whose app froze: the connection stays up, nothing is read.
         stalled = socket.socket()
@@ -326,7 +398,9 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_push
             await wait_until(lambda: open_streams(stack, user) == 1, timeout=10)
             big = "x" * 9_000
             for n in range(10):
-                assert publish(stack, user, title=f"big {n}", body=big).status_code == 202
+                assert (
+                    publish(stack, user, title=f"big {n}", body=big).status_code == 202
+                )
                 await asyncio.sleep(0.5)
                 if open_streams(stack, user) == 0:
                     dropped_after = n
@@ -340,7 +414,8 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_push
             response = publish(stack, user, title="after the stall")
             workflow_id = response.json()["workflowId"]
             pushes = await wait_until(
-                lambda: [m for m in expo.state.sent if m["title"] == "after the stall"], timeout=15
+                lambda: [m for m in expo.state.sent if m["title"] == "after the stall"],
+                timeout=15,
             )
             assert len(pushes) == 1 and pushes[0]["to"] == token
             assert workflow_id
@@ -348,7 +423,9 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_push
             stalled.close()
 
 
-async def test_1000_events_across_reconnects_none_lost_none_twice_in_order(make_stack) -> None:
+async def test_1000_events_across_reconnects_none_lost_none_twice_in_order(
+    make_stack,
+) -> None:
     from cortex.realtime_client import RealtimeClient
 
     stack: Stack = make_stack()
@@ -358,7 +435,9 @@ async def test_1000_events_across_reconnects_none_lost_none_twice_in_order(make_
     user = new_user()
 
     received: list[str] = []
-    client = RealtimeClient(url, stack.token(user), on_event=lambda e: received.append(e["id"]))
+    client = RealtimeClient(
+        url, stack.token(user), on_event=lambda e: received.append(e["id"])
+    )
     run = asyncio.create_task(client.run())
     reconnects = 0
 
@@ -373,7 +452,12 @@ async def test_1000_events_across_reconnects_none_lost_none_twice_in_order(make_
                 n = queue.get_nowait()
                 response = await http.post(
                     f"{url}/v3/events",
-                    json={"userId": user, "type": "cortex.test", "title": f"#{n}", "idempotencyKey": f"k{n}"},
+                    json={
+                        "userId": user,
+                        "type": "cortex.test",
+                        "title": f"#{n}",
+                        "idempotencyKey": f"k{n}",
+                    },
                     headers={"x-api-key": stack.settings.api_keys[0]},
                 )
                 assert response.status_code == 202, response.text
@@ -399,7 +483,9 @@ async def test_1000_events_across_reconnects_none_lost_none_twice_in_order(make_
         from cortex.models import Event
 
         stored = session.exec(select(Event).where(Event.user_id == user)).all()
-    missing = {e.id: (e.seq, e.status) for e in stored if str(e.id) not in set(received)}
+    missing = {
+        e.id: (e.seq, e.status) for e in stored if str(e.id) not in set(received)
+    }
     assert not missing, f"{len(stored)} stored, missing {missing}"
     assert len(received) == len(set(received)) == 1000
     assert received == sorted(received, key=int)

@@ -9,7 +9,9 @@ import time
 from api.stream_hub import Stream
 
 
-def offer(stream: Stream, seq: int | None, event_id: str | None = None) -> asyncio.Future[bool]:
+def offer(
+    stream: Stream, seq: int | None, event_id: str | None = None
+) -> asyncio.Future[bool]:
     return stream.offer({"id": event_id or str(seq), "type": "t"}, seq)
 
 

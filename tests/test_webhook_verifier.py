@@ -84,7 +84,13 @@ def test_timestamps_more_than_300_seconds_off_fail(skew: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", [{"webhook_id": None}, {"timestamp": None}, {"signature": None}, {"timestamp": "soon"}]
+    "missing",
+    [
+        {"webhook_id": None},
+        {"timestamp": None},
+        {"signature": None},
+        {"timestamp": "soon"},
+    ],
 )
 def test_missing_or_garbled_headers_fail(missing: dict) -> None:
     vector = VECTORS["vectors"][0]
@@ -95,4 +101,6 @@ def test_missing_or_garbled_headers_fail(missing: dict) -> None:
         **missing,
     }
     with pytest.raises(WebhookVerificationError):
-        verify(VECTORS["secret"], body=vector["body"].encode(), now=1674087231, **arguments)
+        verify(
+            VECTORS["secret"], body=vector["body"].encode(), now=1674087231, **arguments
+        )

@@ -94,13 +94,18 @@ class DeliveryWorkflow:
             stored = await workflow.execute_activity_method(
                 EventActivities.take_over_event,
                 TakeOverInput(
-                    request.redrive.event_id, info.workflow_id, info.run_id, request.redrive.reason
+                    request.redrive.event_id,
+                    info.workflow_id,
+                    info.run_id,
+                    request.redrive.reason,
                 ),
                 **DB_ACTIVITY,
             )
         if not stored.owned:
             # Another delivery owns this event (a repeat after retention ran out).
-            workflow.logger.info("event %s already delivered elsewhere", stored.event_id)
+            workflow.logger.info(
+                "event %s already delivered elsewhere", stored.event_id
+            )
             return DeliveryResult(stored.event_id, stored.status, None)
         workflow.upsert_search_attributes(
             [
@@ -146,7 +151,9 @@ class DeliveryWorkflow:
             pushes_ok=pushed.ok if pushed else 0,
         )
 
-    async def _deliver_live(self, user_id: str, stored: StoredEvent, received_at: str) -> int:
+    async def _deliver_live(
+        self, user_id: str, stored: StoredEvent, received_at: str
+    ) -> int:
         holders = await workflow.execute_local_activity_method(
             EventActivities.find_stream_holders, HoldersInput(user_id), **DB_ACTIVITY
         )
@@ -155,7 +162,9 @@ class DeliveryWorkflow:
         attempts = [
             workflow.execute_activity(
                 "deliver_to_streams",
-                StreamDeliveryInput(user_id, stored.app_event, stored.seq, received_at or None),
+                StreamDeliveryInput(
+                    user_id, stored.app_event, stored.seq, received_at or None
+                ),
                 task_queue=task_queue,
                 result_type=StreamDeliveryResult,
                 **STREAM_ACTIVITY,
@@ -165,7 +174,9 @@ class DeliveryWorkflow:
         results = await asyncio.gather(*attempts, return_exceptions=True)
         for task_queue, result in zip(holders.task_queues, results):
             if isinstance(result, BaseException):
-                workflow.logger.warning("stream holder %s did not answer: %s", task_queue, result)
+                workflow.logger.warning(
+                    "stream holder %s did not answer: %s", task_queue, result
+                )
         return sum(r.streams for r in results if isinstance(r, StreamDeliveryResult))
 
     async def _push(self, event_id: int) -> PushResult | None:
@@ -180,7 +191,9 @@ class DeliveryWorkflow:
                 retry_policy=PUSH_RETRY,
             )
         except ActivityError as error:
-            workflow.logger.warning("push for event %s failed: %s", event_id, error.cause)
+            workflow.logger.warning(
+                "push for event %s failed: %s", event_id, error.cause
+            )
             return None
 
     async def _check_receipts_later(
@@ -193,7 +206,9 @@ class DeliveryWorkflow:
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
         )
 
-    async def _record(self, event_id: int, status: EventStatus, channel: str | None) -> str:
+    async def _record(
+        self, event_id: int, status: EventStatus, channel: str | None
+    ) -> str:
         result = await workflow.execute_local_activity_method(
             EventActivities.record_status,
             StatusInput(event_id, status.value, channel),
