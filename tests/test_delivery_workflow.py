@@ -11,6 +11,7 @@ import uuid
 
 from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
 
 from cortex import events
@@ -71,6 +72,11 @@ async def test_ack_signal_completes_the_workflow_early(harness: Harness) -> None
     result = await handle.result()
 
     assert result.status == "acked"
+    # What the Temporal UI shows on the workflow's page.
+    metadata = await handle.query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    assert metadata.current_details == "Gmail from Alex to user-0001: acked"
     # The ACK window's timer was cancelled by the signal, not fired.
     history = await handle.fetch_history()
     kinds = [e.event_type for e in history.events]

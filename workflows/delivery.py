@@ -68,6 +68,7 @@ class DeliveryWorkflow:
     def __init__(self) -> None:
         self._acked = False
         self._status = EventStatus.RECEIVED.value
+        self._summary = ""
 
     @workflow.signal(name=ACK_SIGNAL)
     def ack(self) -> None:
@@ -81,6 +82,7 @@ class DeliveryWorkflow:
     async def run(self, request: DeliveryInput) -> DeliveryResult:
         info = workflow.info()
         event = request.event
+        self._summary = f"{event.title} to {event.user_id}"
 
         if request.redrive is None:
             stored = await workflow.execute_local_activity_method(
@@ -219,6 +221,8 @@ class DeliveryWorkflow:
 
     def _mirror(self, status: str, channel: str | None) -> None:
         self._status = status
+        # The Temporal UI shows this line on the workflow's page, kept current.
+        workflow.set_current_details(f"{self._summary}: {status}")
         updates = [SA_STATUS.value_set(status)]
         if channel:
             updates.append(SA_CHANNEL.value_set(channel))
