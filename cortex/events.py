@@ -183,7 +183,10 @@ class AckOutcome:
 def ack_events(session: Session, user_id: str, event_ids: list[str]) -> AckOutcome:
     numeric = {int(i) for i in event_ids if i.isdigit()}
     own = session.exec(
-        select(Event).where(col(Event.id).in_(numeric)).where(Event.user_id == user_id)
+        select(Event)
+        .where(col(Event.id).in_(numeric))
+        .where(Event.user_id == user_id)
+        .order_by(col(Event.id))
     ).all()
     found = {str(e.id) for e in own}
     newly = []

@@ -93,6 +93,7 @@ class Stack:
             **{k.removeprefix("CORTEX_").lower(): v for k, v in values.items()}
         )
         self.apis: list[tuple[Process, str]] = []
+        self.url: str | None = None  # the first API's address
         self.workers: list[Process] = []
 
     def start_worker(self) -> Process:
@@ -120,6 +121,7 @@ class Stack:
         ).start()
         url = f"http://127.0.0.1:{port}"
         self.apis.append((process, url))
+        self.url = self.url or url
         wait_for_port("127.0.0.1", port, timeout=30)
         return url
 
@@ -129,6 +131,23 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"API at {url} not ready")
             time.sleep(0.1)
+
+    def publish(
+        self, user_id: str, key: str, *, url: str | None = None, **fields: Any
+    ) -> httpx.Response:
+        """``POST /v3/events`` with the stack's API key, to ``url`` or the first API."""
+        body = {
+            "userId": user_id,
+            "type": "cortex.test",
+            "title": "test event",
+            **fields,
+        }
+        return httpx.post(
+            f"{url or self.url}/v3/events",
+            json={**body, "idempotencyKey": key},
+            headers={"x-api-key": self.settings.api_keys[0]},
+            timeout=30,
+        )
 
     def token(self, user_id: str) -> str:
         return issue_token(self.settings, user_id)

@@ -24,17 +24,13 @@ FINAL = {"acked", "undelivered"}
 
 
 def publish(stack: Stack, url: str, user: str, n: int) -> httpx.Response:
-    return httpx.post(
-        f"{url}/v3/events",
-        json={
-            "userId": user,
-            "type": "cortex.suggestion",
-            "title": f"suggestion {n}",
-            "body": "try this",
-            "idempotencyKey": f"crash-{user}-{n}",
-        },
-        headers={"x-api-key": stack.settings.api_keys[0]},
-        timeout=30,
+    return stack.publish(
+        user,
+        f"crash-{user}-{n}",
+        url=url,
+        type="cortex.suggestion",
+        title=f"suggestion {n}",
+        body="try this",
     )
 
 

@@ -147,17 +147,7 @@ async def test_metrics_and_json_logs_tell_what_happened_and_leak_nothing(
 
 
 def publish(stack: Stack, user: str, n: int) -> None:
-    response = httpx.post(
-        f"{stack.url}/v3/events",
-        json={
-            "userId": user,
-            "type": "cortex.test",
-            "title": f"#{n}",
-            "idempotencyKey": f"{user}-{n}",
-        },
-        headers={"x-api-key": stack.settings.api_keys[0]},
-        timeout=30,
-    )
+    response = stack.publish(user, f"{user}-{n}", title=f"#{n}")
     assert response.status_code == 202, response.text
 
 

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -46,21 +45,6 @@ async def stack(
 
 def new_user() -> str:
     return f"user-{uuid.uuid4().hex[:8]}"
-
-
-def publish(stack: Stack, user: str, **fields: Any) -> httpx.Response:
-    body = {
-        "userId": user,
-        "type": "cortex.test",
-        "title": "t",
-        "idempotencyKey": uuid.uuid4().hex,
-        **fields,
-    }
-    return httpx.post(
-        f"{stack.url}/v3/events",
-        json=body,
-        headers={"x-api-key": stack.settings.api_keys[0]},
-    )
 
 
 def open_streams(stack: Stack, user: str) -> int:
@@ -187,7 +171,7 @@ async def test_chromium_node_eventsource_and_httpx_sse_read_the_same_events(
     ) as httpx_sse:
         await wait_until(lambda: open_streams(stack, user) == 4, timeout=30)
         for fields in awkward:
-            assert publish(stack, user, **fields).status_code == 202
+            assert stack.publish(user, uuid.uuid4().hex, **fields).status_code == 202
             await httpx_sse.wait_for(
                 lambda f, n=len(httpx_sse.events()): len(httpx_sse.events()) > n
             )
@@ -322,16 +306,7 @@ async def test_through_nginx_events_flow_and_survive_killing_an_api_process(
                     stack.apis[0][0].kill()  # an API process dies mid-stream
                 sent = time.perf_counter()
                 response = await asyncio.to_thread(
-                    httpx.post,
-                    f"{nginx.url}/v3/events",
-                    json={
-                        "userId": user,
-                        "type": "cortex.test",
-                        "title": f"#{n}",
-                        "idempotencyKey": f"nginx-{n}",
-                    },
-                    headers={"x-api-key": stack.settings.api_keys[0]},
-                    timeout=30,
+                    stack.publish, user, f"nginx-{n}", url=nginx.url, title=f"#{n}"
                 )
                 assert response.status_code == 202, response.text
                 published.append((response.json()["workflowId"], sent))
@@ -399,7 +374,10 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_push
             big = "x" * 9_000
             for n in range(10):
                 assert (
-                    publish(stack, user, title=f"big {n}", body=big).status_code == 202
+                    stack.publish(
+                        user, uuid.uuid4().hex, title=f"big {n}", body=big
+                    ).status_code
+                    == 202
                 )
                 await asyncio.sleep(0.5)
                 if open_streams(stack, user) == 0:
@@ -411,7 +389,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_event_is_push
             # Two heartbeats (2 s) after its buffers filled, the stream is gone
             # and the next event goes to push.
             assert dropped_after <= 6
-            response = publish(stack, user, title="after the stall")
+            response = stack.publish(user, uuid.uuid4().hex, title="after the stall")
             workflow_id = response.json()["workflowId"]
             pushes = await wait_until(
                 lambda: [m for m in expo.state.sent if m["title"] == "after the stall"],
