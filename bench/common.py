@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,12 @@ import psutil  # noqa: E402
 
 from cortex.devstack import dev_server_command, free_port, wait_for_port  # noqa: E402
 from cortex.stack_runner import Process, Stack  # noqa: E402
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so a benchmark that is stopped still
+    stops the servers it started (their context managers run)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def machine() -> dict[str, Any]:

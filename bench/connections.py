@@ -21,7 +21,14 @@ from typing import Any
 
 import httpx
 
-from bench.common import EmbeddedStack, Report, percentile, results_folder, rss_bytes
+from bench.common import (
+    EmbeddedStack,
+    Report,
+    percentile,
+    results_folder,
+    rss_bytes,
+    stop_cleanly_on_sigterm,
+)
 from cortex.devstack import free_port, wait_for_port
 
 HEARTBEAT = 2.0
@@ -181,7 +188,9 @@ async def run(counts: list[int], fanout_users: int, folder: Path) -> Report:
             url = stack.stack.start_api()
             stack.stack.wait_ready(url, timeout=60)
             process = stack.stack.apis[-1][0]
-            row = await _hold(int(url.rsplit(":", 1)[1]), process.popen.pid, count, ours)
+            row = await _hold(
+                int(url.rsplit(":", 1)[1]), process.popen.pid, count, ours
+            )
             report.rows.append({"server": "cortex API", **row})
             process.stop()
         fan = await _fanout(stack, fanout_users)
@@ -217,6 +226,7 @@ async def run(counts: list[int], fanout_users: int, folder: Path) -> Report:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--fanout", type=int, default=500)

@@ -29,7 +29,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.ceiling import CeilingWorkflow, noop
-from bench.common import EmbeddedStack, Report, percentile, results_folder
+from bench.common import (
+    EmbeddedStack,
+    Report,
+    percentile,
+    results_folder,
+    stop_cleanly_on_sigterm,
+)
 from cortex.cli import sample_webhook
 
 DRAIN_SECONDS = 15
@@ -226,6 +232,7 @@ async def run(rates: list[float], seconds: float, users: int, folder: Path) -> R
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[5, 10, 20, 30])
     parser.add_argument("--seconds", type=float, default=8)

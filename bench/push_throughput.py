@@ -24,7 +24,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.expo_client import ExpoClient
 from activities.push import PushActivities
 from activities.push_rate import PushRateLimiter
-from bench.common import Report, results_folder
+from bench.common import Report, results_folder, stop_cleanly_on_sigterm
 from cortex.db import session_for
 from cortex.models import Event, PushToken, utcnow
 from cortex.shared import PushInput
@@ -140,6 +140,7 @@ def _send(job: tuple[PushActivities, int]) -> Any:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=40)
     parser.add_argument(

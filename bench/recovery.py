@@ -19,7 +19,14 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import EmbeddedStack, Report, percentile, rss_bytes, results_folder
+from bench.common import (
+    EmbeddedStack,
+    Report,
+    percentile,
+    results_folder,
+    rss_bytes,
+    stop_cleanly_on_sigterm,
+)
 from cortex.devstack import free_port
 from cortex.realtime_client import ConnectionState, RealtimeClient
 from cortex.stack_runner import Nginx
@@ -150,6 +157,7 @@ async def run(users: int, per_user: int, folder: Path) -> Report:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--clients-per-user", type=int, default=10)
