@@ -19,12 +19,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.common import (
     EmbeddedStack,
     Report,
     percentile,
+    publish_one_each,
     results_folder,
     rss_bytes,
     stop_cleanly_on_sigterm,
@@ -129,26 +128,8 @@ async def _fanout(stack: EmbeddedStack, users: int) -> dict[str, Any]:
         for c, n in zip(clients, names)
     ]
     await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), 120)
-    key = {"x-api-key": stack.stack.settings.api_keys[0]}
     started = time.perf_counter()
-    async with httpx.AsyncClient(
-        timeout=60, limits=httpx.Limits(max_connections=50)
-    ) as http:
-        await asyncio.gather(
-            *(
-                http.post(
-                    f"{url}/v3/events",
-                    json={
-                        "userId": n,
-                        "type": "bench.fanout",
-                        "title": "hi",
-                        "idempotencyKey": n,
-                    },
-                    headers=key,
-                )
-                for n in names
-            )
-        )
+    await publish_one_each(url, stack.stack.settings.api_keys[0], names, "bench.fanout")
     deadline = time.monotonic() + 300
     while any(not c.events for c in clients) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)

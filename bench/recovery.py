@@ -17,12 +17,11 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
-
 from bench.common import (
     EmbeddedStack,
     Report,
     percentile,
+    publish_one_each,
     results_folder,
     rss_bytes,
     stop_cleanly_on_sigterm,
@@ -98,23 +97,9 @@ async def run(users: int, per_user: int, folder: Path) -> Report:
                 await asyncio.sleep(0.1)
             all_back = time.perf_counter() - killed_at
 
-            key = {"x-api-key": stack.stack.settings.api_keys[0]}
-            async with httpx.AsyncClient(timeout=60) as http:
-                responses = await asyncio.gather(
-                    *(
-                        http.post(
-                            f"{nginx.url}/v3/events",
-                            json={
-                                "userId": n,
-                                "type": "bench.recovery",
-                                "title": "after",
-                                "idempotencyKey": n,
-                            },
-                            headers=key,
-                        )
-                        for n in names
-                    )
-                )
+            responses = await publish_one_each(
+                nginx.url, stack.stack.settings.api_keys[0], names, "bench.recovery"
+            )
             assert all(r.status_code == 202 for r in responses)
             deadline = time.monotonic() + 120
             while (
