@@ -109,8 +109,8 @@ async def _frames(
             if stream.should_send(app_event["id"]):
                 yield event_frame(app_event)
                 stream.mark_sent(app_event["id"])
+        gap_filler = functools.partial(_unacked_by_seq, settings)
         while True:
-            gap_filler = functools.partial(_unacked_by_seq, settings)
             for offer in await stream.next_in_order(
                 settings.stream_reorder_seconds, gap_filler
             ):
